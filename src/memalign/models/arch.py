@@ -27,6 +27,7 @@ class ArchFamily:
     """How one ``model_type`` is laid out (dotted attribute paths from the ``*ForCausalLM`` root)."""
 
     model_type: str
+    decoder_path: str = "model"
     layers_path: str = "model.layers"
     rotary_path: str = "model.rotary_emb"
     attention_attr: str = "self_attn"
@@ -58,6 +59,7 @@ for _family in (
     ArchFamily("gemma3_text", has_qk_norm=True, rotary_takes_layer_type=True),
     ArchFamily(
         "gemma3",
+        decoder_path="model.language_model",
         layers_path="model.language_model.layers",
         rotary_path="model.language_model.rotary_emb",
         has_qk_norm=True,
@@ -101,6 +103,10 @@ class ArchSpec:
     fused_qkv: bool
 
     # ---- module access -------------------------------------------------------------------------
+    def decoder(self, model: nn.Module) -> nn.Module:
+        """The base decoder (embeddings + layers + final norm), whose output feeds the LM head."""
+        return _resolve(model, self.family.decoder_path)
+
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         return _resolve(model, self.family.layers_path)
 
@@ -120,12 +126,15 @@ class ArchSpec:
         return _resolve(model, self.family.rotary_path)
 
     def rotary_fn(self, model: nn.Module, layer_idx: int) -> Callable[[Any, Any], tuple[Any, Any]]:
-        """``(x, position_ids) -> (cos, sin)`` for the rope of layer ``layer_idx``."""
+        """``(x, position_ids) -> (cos, sin)`` for the rope of layer ``layer_idx``.
+
+        Calls the module's ``forward`` directly, so forward hooks (memory's identity bypass) do not apply.
+        """
         rotary = self.rotary(model)
         if self.family.rotary_takes_layer_type:
             layer_type = self.layer_types[layer_idx]
-            return lambda x, pos: rotary(x, pos, layer_type)
-        return rotary
+            return lambda x, pos: rotary.forward(x, pos, layer_type)
+        return rotary.forward
 
     @property
     def rotary_dim(self) -> int:

@@ -1,0 +1,122 @@
+"""The memory attention of one layer for one sequence and one chunk of queries.
+
+For queries at positions [s, e) and a window W, a past key at position k is seen exactly once:
+
+* local (true relative rope): the chunk itself, causally; keys in [e-W, s) by every query; keys in the
+  band [s-W+1, e-W) by the queries still within W of them;
+* memory (every key at one fixed distance ``memory_distance``): the band keys by the queries they left,
+  the pending tail tokens older than every window, the sinks, and the retrieved events.
+
+Each part is one fused attention call returning its log-sum-exp (see :mod:`memalign.memory.kernels`);
+the parts merge exactly. The reference instead adds every pending token to every query's global
+stage, so query i of a chunk sees ``len_q-1-i`` tokens twice.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from memalign.memory.config import EMConfig
+from memalign.memory.kernels import attend, key_mass, merge
+from memalign.memory.retrieval import (
+    contiguity_neighbours,
+    select_by_similarity,
+    update_contiguity_buffer,
+)
+from memalign.memory.rope import RopeTable, rotate
+from memalign.memory.state import LayerMemory
+
+
+def retrieve(layer: LayerMemory, q_mem: torch.Tensor, budget: int, config: EMConfig) -> list[int]:
+    """Event ids for this chunk: similarity top-k within ``budget`` tokens, plus the contiguity buffer."""
+    store = layer.store
+    if store is None or len(store) == 0 or budget <= 0:
+        layer.last_retrieved = []
+        return []
+    query = q_mem[0].float().mean(dim=1).reshape(-1)  # mean rotated query per head -> [H*D]
+    scores = store.repr_matrix().float() @ query
+    sizes = store.sizes
+    ctg_budget = int(config.contiguity_fraction * budget)
+    retrieved = select_by_similarity(scores, sizes, budget - ctg_budget)
+    if ctg_budget > 0:
+        exclude = set(retrieved)
+        fresh = contiguity_neighbours(retrieved, len(store), sizes, ctg_budget, exclude)
+        layer.contiguity = update_contiguity_buffer(layer.contiguity, fresh, sizes, ctg_budget, exclude)
+        retrieved = retrieved + layer.contiguity
+    retrieved = sorted(retrieved)
+    layer.last_retrieved = retrieved
+    return retrieved
+
+
+def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: float, rope: RopeTable,
+                     config: EMConfig, track_mass: bool = True) -> torch.Tensor:
+    """Attention output [1, H, L, D] for queries ``q`` [1, H, L, D] (unrotated) at positions [start, start+L).
+
+    The chunk's own keys must already be in ``layer``'s tail.
+    """
+    L = q.shape[2]
+    s, e, W = start, start + L, layer.window
+    lo = max(layer.tail_start, s - W + 1)  # oldest key inside some query's window
+    full_from = max(lo, e - W)  # keys from here on are inside every query's window
+
+    def local_rot(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope.at(a - lo, b - lo)
+
+    q_loc = rotate(q, *local_rot(s, e))
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    local_sets: list[tuple[int, torch.Tensor, torch.Tensor | None, bool]] = []  # (start, rotated keys, mask, causal)
+
+    k_chunk, v_chunk = layer.tail_slice(s, e)
+    k_chunk = rotate(k_chunk.unsqueeze(0), *local_rot(s, e))
+    parts.append(attend(q_loc, k_chunk, v_chunk.unsqueeze(0), scale, causal=True))
+    local_sets.append((s, k_chunk, None, True))
+
+    if full_from < s:
+        k_full, v_full = layer.tail_slice(full_from, s)
+        k_full = rotate(k_full.unsqueeze(0), *local_rot(full_from, s))
+        parts.append(attend(q_loc, k_full, v_full.unsqueeze(0), scale))
+        local_sets.append((full_from, k_full, None, False))
+
+    band_mask = None
+    if lo < full_from:
+        k_band_raw, v_band = layer.tail_slice(lo, full_from)
+        q_pos = torch.arange(s, e, device=q.device)[:, None]
+        k_pos = torch.arange(lo, full_from, device=q.device)[None, :]
+        band_mask = (q_pos - k_pos) < W
+        k_band = rotate(k_band_raw.unsqueeze(0), *local_rot(lo, full_from))
+        parts.append(attend(q_loc, k_band, v_band.unsqueeze(0), scale, mask=band_mask))
+        local_sets.append((lo, k_band, band_mask, False))
+
+    pending_tokens = lo - layer.tail_start
+    has_memory_keys = layer.n_init > 0 or layer.use_memory
+    if has_memory_keys and (pending_tokens > 0 or band_mask is not None or len(layer.init_k) > 0
+                            or (layer.store is not None and len(layer.store) > 0)):
+        dist = int(config.memory_distance)
+        q_mem = rotate(q, *rope.at(dist, dist + 1))
+        budget = config.n_mem - max(0, (e - W + 1) - layer.tail_start)
+        event_ids = retrieve(layer, q_mem, budget, config) if layer.use_memory else []
+        keys = [layer.init_k.view()]
+        values = [layer.init_v.view()]
+        if pending_tokens > 0:
+            k_p, v_p = layer.tail_slice(layer.tail_start, lo)
+            keys.append(k_p)
+            values.append(v_p)
+        if event_ids:
+            k_e, v_e = layer.store.gather(event_ids)
+            keys.append(k_e)
+            values.append(v_e)
+        k_mem = torch.cat(keys, dim=1) if len(keys) > 1 else keys[0]
+        v_mem = torch.cat(values, dim=1) if len(values) > 1 else values[0]
+        if k_mem.shape[1] > 0:
+            k_mem = rotate(k_mem.unsqueeze(0), *rope.at(0, 1))
+            parts.append(attend(q_mem, k_mem, v_mem.unsqueeze(0), scale))
+        if band_mask is not None:
+            k_band_mem = rotate(k_band_raw.unsqueeze(0), *rope.at(0, 1))
+            parts.append(attend(q_mem, k_band_mem, v_band.unsqueeze(0), scale, mask=~band_mask))
+
+    out, lse = merge(parts, out_dtype=q.dtype)
+    if track_mass and layer.use_memory:
+        # Attention mass each local key receives (final normalisation): picks representative keys later.
+        for key_start, k_rot, mask, causal in local_sets:
+            layer.add_mass(key_start, key_mass(q_loc, k_rot, scale, lse, mask=mask, causal=causal)[0])
+    return out

@@ -1,0 +1,56 @@
+"""Growable token-major buffers with amortised appends and O(1) pops from the front."""
+
+from __future__ import annotations
+
+import torch
+
+
+class TokenBuffer:
+    """A [C, T, D...] tensor that grows along T (capacity doubling) and releases tokens from the front.
+
+    The window of live tokens is ``data[:, begin:end]``; popping advances ``begin`` and the storage is
+    compacted when the dead prefix dominates, so a stream of appends/pops costs amortised O(1) per token.
+    """
+
+    def __init__(self, channels: int, tail_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                 capacity: int = 256) -> None:
+        self._data = torch.empty(channels, capacity, *tail_shape, dtype=dtype, device=device)
+        self.begin = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._data.dtype
+
+    def view(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = len(self) if stop is None else stop
+        return self._data[:, self.begin + start:self.begin + stop]
+
+    def append(self, x: torch.Tensor) -> None:
+        n = x.shape[1]
+        if self.end + n > self._data.shape[1]:
+            live = len(self)
+            if self.begin > 0 and live + n <= self._data.shape[1] // 2:
+                self._data[:, :live] = self._data[:, self.begin:self.end].clone()
+            else:
+                grown = torch.empty(self._data.shape[0], max(2 * self._data.shape[1], live + n),
+                                    *self._data.shape[2:], dtype=self._data.dtype, device=self._data.device)
+                grown[:, :live] = self._data[:, self.begin:self.end]
+                self._data = grown
+            self.begin, self.end = 0, live
+        self._data[:, self.end:self.end + n] = x
+        self.end += n
+
+    def pop_front(self, n: int) -> torch.Tensor:
+        """Remove and return (a copy of) the ``n`` oldest tokens."""
+        out = self._data[:, self.begin:self.begin + n].clone()
+        self.begin += n
+        if self.begin == self.end:
+            self.begin = self.end = 0
+        return out
+
+    def nbytes(self) -> int:
+        return self._data.numel() * self._data.element_size()
