@@ -57,7 +57,8 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
     L = q.shape[2]
     s, e, W = start, start + L, layer.window
     lo = max(layer.tail_start, s - W + 1)  # oldest key inside some query's window
-    full_from = max(lo, e - W)  # keys from here on are inside every query's window
+    full_from = max(lo, min(s, e - W))  # keys from here to s are inside every query's window
+    q_pos = torch.arange(s, e, device=q.device)[:, None]
 
     def local_rot(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         return rope.at(a - lo, b - lo)
@@ -68,8 +69,14 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
 
     k_chunk, v_chunk = layer.tail_slice(s, e)
     k_chunk = rotate(k_chunk.unsqueeze(0), *local_rot(s, e))
-    parts.append(attend(q_loc, k_chunk, v_chunk.unsqueeze(0), scale, causal=True))
-    local_sets.append((s, k_chunk, None, True))
+    if L <= W:
+        parts.append(attend(q_loc, k_chunk, v_chunk.unsqueeze(0), scale, causal=True))
+        local_sets.append((s, k_chunk, None, True))
+    else:  # only sliding-window layers see forwards longer than their window
+        diff = q_pos - torch.arange(s, e, device=q.device)[None, :]
+        chunk_mask = (diff >= 0) & (diff < W)
+        parts.append(attend(q_loc, k_chunk, v_chunk.unsqueeze(0), scale, mask=chunk_mask))
+        local_sets.append((s, k_chunk, chunk_mask, False))
 
     if full_from < s:
         k_full, v_full = layer.tail_slice(full_from, s)
@@ -80,7 +87,6 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
     band_mask = None
     if lo < full_from:
         k_band_raw, v_band = layer.tail_slice(lo, full_from)
-        q_pos = torch.arange(s, e, device=q.device)[:, None]
         k_pos = torch.arange(lo, full_from, device=q.device)[None, :]
         band_mask = (q_pos - k_pos) < W
         k_band = rotate(k_band_raw.unsqueeze(0), *local_rot(lo, full_from))

@@ -100,7 +100,10 @@ class EMConfig:
         if not 0.0 <= self.contiguity_fraction < 1.0:
             raise ConfigError(f"EMConfig.contiguity_fraction must be in [0, 1), got {self.contiguity_fraction}")
         if self.surprise_window is None:
-            self.surprise_window = max(self.n_local - self.chunk_size, 2)
+            # The reference's window (the tokens before the chunk that still fit the local window); a
+            # degenerate window (chunk ~ n_local) falls back to n_local so thresholds stay meaningful.
+            gap = self.n_local - self.chunk_size
+            self.surprise_window = gap if gap >= 16 else max(self.n_local, 2)
         if self.surprise_window < 2:
             raise ConfigError(f"EMConfig.surprise_window must be >= 2 (a std needs two values), got {self.surprise_window}")
         if self.memory_distance is None:
