@@ -21,7 +21,7 @@ from memalign.memory import EMConfig, EpisodicMemory
 
 _ATTN_TYPES = {
     "em_llm": {}, "em-llm": {}, "emllm": {},
-    "inf_llm": {"segmentation": "uniform"}, "inf-llm": {"segmentation": "uniform"}, "infllm": {"segmentation": "uniform"},
+    **{name: {"segmentation": "uniform"} for name in ("inf_llm", "inf-llm", "infllm")},
     "stream_llm": {"n_mem": 0}, "stream-llm": {"n_mem": 0}, "streaming": {"n_mem": 0},
 }
 _FULL_ATTENTION = {"origin", "full", "none"}

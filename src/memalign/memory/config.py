@@ -105,7 +105,9 @@ class EMConfig:
             gap = self.n_local - self.chunk_size
             self.surprise_window = gap if gap >= 16 else max(self.n_local, 2)
         if self.surprise_window < 2:
-            raise ConfigError(f"EMConfig.surprise_window must be >= 2 (a std needs two values), got {self.surprise_window}")
+            raise ConfigError(
+                f"EMConfig.surprise_window must be >= 2 (a std needs two values), got {self.surprise_window}"
+            )
         if self.memory_distance is None:
             self.memory_distance = self.n_local - 1
         if self.memory_distance < 0:

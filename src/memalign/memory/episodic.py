@@ -82,7 +82,9 @@ class EpisodicMemory:
         self.spec = get_arch_spec(model)
         cfg = text_config(model.config)
         if getattr(cfg, "attn_logit_softcapping", None):
-            raise ConfigError(f"{self.spec.model_type}: attention logit soft-capping is not supported by memory attention")
+            raise ConfigError(
+                f"{self.spec.model_type}: attention logit soft-capping is not supported by memory attention"
+            )
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
         self.active_cache: EMCache | None = None
         self.track_mass = True

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from memalign.errors import ConfigError
 from memalign.memory.buffers import TokenBuffer
 from memalign.memory.config import EMConfig
 from memalign.memory.refinement import refine_boundaries
@@ -237,7 +238,9 @@ class SequenceMemory:
         if first >= end:
             return out
         if log_prob is None or len(self._ids) == 0:
-            raise RuntimeError("surprise segmentation needs input_ids and the LM head; pass input_ids, not inputs_embeds")
+            raise ConfigError(
+                "surprise segmentation needs input_ids and the LM head; pass input_ids, not inputs_embeds"
+            )
         a = first - 1 - self._aux_start
         hidden = self._hidden.view(a, a + end - first)[0]
         targets = self._ids.view(a + 1, a + 1 + end - first)[0]

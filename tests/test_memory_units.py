@@ -1,0 +1,268 @@
+"""Unit tests of the EM-LLM pieces: thresholds, block cutting, boundary conventions, refinement,
+retrieval/contiguity, config validation, and the exactly-once / memory-bound invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memalign.errors import ConfigError
+from memalign.memory import EMConfig
+from memalign.memory.attention import memory_attention
+from memalign.memory.refinement import (
+    conductance_scores,
+    modularity_scores,
+    refine_boundaries,
+    refine_boundary,
+)
+from memalign.memory.retrieval import contiguity_neighbours, select_by_similarity, update_contiguity_buffer
+from memalign.memory.rope import RopeTable
+from memalign.memory.segmentation import cut_events, surprise_thresholds
+from memalign.memory.state import LayerMemory, SequenceMemory
+
+# ---- thresholds and cutting ------------------------------------------------------------------------
+
+
+def test_thresholds_equal_naive_sliding_window():
+    torch.manual_seed(0)
+    history, new = torch.rand(30), torch.rand(25)
+    window, gamma = 10, 1.3
+    got = surprise_thresholds(history, new, window, gamma)
+    values = torch.cat([history, new]).double()
+    for i in range(new.numel()):
+        prev = values[30 + i - window:30 + i]
+        expected = prev.mean() + gamma * prev.std()  # unbiased, as torch.std and the reference
+        assert got[i].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_thresholds_need_two_values():
+    got = surprise_thresholds(torch.empty(0), torch.tensor([5.0, 1.0, 2.0]), window=8, gamma=1.0)
+    assert torch.isinf(got[:2]).all() and torch.isfinite(got[2])
+
+
+def test_cut_events_reference_example():
+    flags = [False] * 300
+    for b in (3, 20, 25, 200):
+        flags[b] = True
+    assert cut_events(flags, min_size=8, max_size=128) == [20, 128, 52]  # 100 tokens keep waiting
+
+
+def test_cut_events_min_merge_max_split_and_waiting_tail():
+    flags = [False] * 40
+    for b in (2, 30):
+        flags[b] = True
+    # segments 2,28,10: the short one merges forward into 30 -> split 16+14; the last 10 wait
+    assert cut_events(flags, min_size=4, max_size=16) == [16, 14]
+    flags[4] = True  # segments 2,2,26,10: 2+2 reaches min 4 -> [4]; 26 -> 16 + 10; last 10 waits
+    assert cut_events(flags, min_size=4, max_size=16) == [4, 16, 10]
+    assert cut_events([False] * 40, min_size=4, max_size=16) == [16, 16]  # no boundary: max-size blocks
+    assert cut_events([False] * 10, min_size=4, max_size=16) == []  # open event waits
+
+
+def test_cut_events_carry_over_across_calls():
+    """The waiting segment is cut once its closing boundary arrives, in a later call."""
+    first = [False] * 12
+    first[5] = True
+    assert cut_events(first, 4, 32) == [5]  # [5, 12) waits
+    later = [False] * 20  # the 7 waiting tokens + 13 new ones, boundary at new token 3
+    later[7 + 3] = True
+    assert cut_events(later, 4, 32) == [10]
+
+
+def _sequence(cfg: EMConfig, layers: int = 1, heads: int = 2, kv_heads: int = 1, dim: int = 8) -> SequenceMemory:
+    mems = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, cfg.uses_memory, torch.float32,
+                        torch.device("cpu")) for _ in range(layers)]
+    return SequenceMemory(config=cfg, layers=mems, memory_layers=list(range(layers)), hidden_size=4,
+                          dtype=torch.float32, device=torch.device("cpu"))
+
+
+def _feed(seq: SequenceMemory, n: int, surprise: torch.Tensor | None = None) -> None:
+    """Append n tokens (random keys) to every layer and evict; surprise[t] is the designed surprise of token t."""
+    for layer in seq.layers:
+        layer.append(torch.randn(layer.num_kv_heads, n, layer.head_dim), torch.randn(layer.num_kv_heads, n,
+                                                                                     layer.head_dim))
+    start = seq.length
+    ids = torch.arange(start, start + n)
+    seq.record(ids, torch.zeros(n, 4))
+
+    def log_prob(hidden, targets):
+        return -surprise[targets]
+
+    seq.evict(log_prob)
+
+
+@pytest.mark.parametrize("convention,expected_start", [("paper", 40), ("reference", 39)])
+def test_boundary_at_vs_before_the_surprising_token(convention, expected_start):
+    cfg = EMConfig(n_init=0, n_local=8, n_mem=64, chunk_size=4, min_block_size=2, max_block_size=64,
+                   surprise_window=16, boundary=convention)
+    surprise = torch.ones(200) + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0))
+    surprise[40] = 50.0
+    seq = _sequence(cfg)
+    for _ in range(20):
+        _feed(seq, 4, surprise)
+    starts = seq.layers[0].store.positions
+    assert expected_start in starts
+    assert (40 if convention == "reference" else 39) not in starts
+
+
+def test_events_tile_evicted_tokens_exactly_once():
+    cfg = EMConfig(n_init=3, n_local=16, n_mem=32, chunk_size=4, min_block_size=2, max_block_size=8,
+                   surprise_window=16)
+    surprise = torch.rand(500, generator=torch.Generator().manual_seed(1)) * 5
+    seq = _sequence(cfg, layers=2)
+    for _ in range(60):
+        _feed(seq, 4, surprise)
+    for layer in seq.layers:
+        store = layer.store
+        spans = list(zip(store.positions, store.sizes.tolist(), strict=True))
+        assert spans[0][0] == cfg.n_init and len(layer.init_k) == cfg.n_init
+        for (p, n), (q, _) in zip(spans, spans[1:], strict=False):
+            assert p + n == q  # contiguous, no gap, no overlap
+        assert spans[-1][0] + spans[-1][1] == layer.tail_start
+        assert all(cfg.min_block_size <= n <= cfg.max_block_size for _, n in spans)
+        assert layer.tail_end == seq.length == 240
+        # everything still in the tail is inside the window of the next query, or waits for its event
+        assert seq.length - layer.tail_start < cfg.n_local + cfg.max_block_size
+    assert seq.layers[0].store.positions == seq.layers[1].store.positions
+
+
+# ---- exactly-once attention and the memory bound ----------------------------------------------------
+
+def _identity_rope(x, positions):
+    shape = (1, positions.shape[-1], x.shape[-1] if x.dim() > 2 else 8)
+    return torch.ones(shape), torch.zeros(shape)
+
+
+@pytest.mark.parametrize("chunk,n_mem,contiguity", [(4, 24, 0.0), (7, 32, 0.3), (1, 16, 0.0)])
+def test_every_past_token_seen_at_most_once_and_window_exactly_once(chunk, n_mem, contiguity):
+    """Keys are zero (uniform attention) and values one-hot positions: each output row is
+    (1/visible) * multiplicity of each position, so a token attended twice shows up as 2/visible."""
+    cfg = EMConfig(n_init=3, n_local=12, n_mem=n_mem, chunk_size=chunk, min_block_size=2, max_block_size=6,
+                   segmentation="uniform", contiguity_fraction=contiguity)
+    total, dim = 160, 160
+    layer = LayerMemory(2, 1, dim, cfg.n_local, cfg.n_init, True, torch.float32, torch.device("cpu"))
+    seq = SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
+                         device=torch.device("cpu"))
+    rope = RopeTable(lambda x, pos: (torch.ones(1, pos.shape[-1], dim), torch.zeros(1, pos.shape[-1], dim)),
+                     torch.float32, torch.device("cpu"))
+    for s in range(0, total, chunk):
+        n = min(chunk, total - s)
+        values = torch.nn.functional.one_hot(torch.arange(s, s + n), dim).float()[None]
+        layer.append(torch.zeros(1, n, dim), values)
+        q = torch.randn(1, 2, n, dim) * 0  # zero queries: every visible key gets the same weight
+        out = memory_attention(layer, q, s, scale=1.0, rope=rope, config=cfg)[0, 0]  # [n, dim]
+        for i in range(n):
+            p = s + i
+            row = out[i]
+            visible = int((row > 0).sum())
+            assert torch.allclose(row[row > 0], torch.full((visible,), 1.0 / visible), atol=1e-5), "seen twice"
+            seen = set(torch.nonzero(row > 0).flatten().tolist())
+            window = set(range(max(0, p - cfg.n_local + 1), p + 1))
+            assert window <= seen, "every token of the local window is attended"
+            assert not (seen & set(range(p + 1, total))), "no future token"
+            assert set(range(min(cfg.n_init, p + 1))) <= seen, "sinks always attended"
+            assert visible <= cfg.n_init + cfg.n_local + cfg.n_mem + cfg.chunk_size
+        seq.record(None, torch.zeros(n, 4))
+        seq.evict(None)
+
+
+# ---- refinement ----------------------------------------------------------------------------------------
+
+def _two_communities(split: int, size: int) -> torch.Tensor:
+    adj = torch.full((size, size), 0.05)
+    adj[:split, :split] = 1.0
+    adj[split:, split:] = 1.0
+    return adj
+
+
+@pytest.mark.parametrize("metric", ["modularity", "conductance"])
+def test_refinement_finds_the_planted_split(metric):
+    adj = _two_communities(split=11, size=30)
+    assert refine_boundary(adj, lo=3, hi=20, metric=metric) == 11
+
+
+def test_refinement_may_keep_the_surprise_boundary():
+    adj = _two_communities(split=20, size=30)
+    assert refine_boundary(adj, lo=3, hi=20, metric="modularity") == 20  # the reference could only move earlier
+
+
+def test_vectorised_scores_equal_direct_formulas():
+    torch.manual_seed(0)
+    adj = torch.rand(12, 12, dtype=torch.float64)
+    adj = (adj + adj.T) / 2
+    cands = torch.arange(1, 12)
+    mod = modularity_scores(adj, cands)
+    con = conductance_scores(adj, cands)
+    two_m = adj.sum()
+    deg = adj.sum(1)
+    for j, t in enumerate(cands.tolist()):
+        comm = torch.zeros(12, dtype=torch.bool)
+        comm[:t] = True
+        same = comm[:, None] == comm[None, :]
+        q = ((adj - deg[:, None] * deg[None, :] / two_m) * same).sum() / two_m
+        assert mod[j].item() == pytest.approx(q.item(), rel=1e-6, abs=1e-9)
+        cut = adj[:t, t:].sum()
+        vol = torch.minimum(deg[:t].sum(), deg[t:].sum())
+        assert con[j].item() == pytest.approx((cut / vol).item(), rel=1e-6)
+
+
+def test_refine_boundaries_moves_a_misplaced_boundary_to_the_key_change():
+    torch.manual_seed(0)
+    a, b = torch.randn(4), torch.randn(4)
+    keys = torch.stack([a + 0.05 * torch.randn(4) for _ in range(15)] + [b + 0.05 * torch.randn(4) for _ in range(25)])
+    keys_fn = lambda s, e: keys[s:e][None, None]  # noqa: E731
+    assert refine_boundaries(keys_fn, [19], start=0, end=40, min_size=4, metric="modularity") == [15]
+
+
+# ---- retrieval -----------------------------------------------------------------------------------------
+
+def test_similarity_selection_respects_budget_and_order():
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.2])
+    sizes = torch.tensor([4, 6, 3, 5, 2])
+    assert select_by_similarity(scores, sizes, budget=11) == [1, 3]
+    assert select_by_similarity(scores, sizes, budget=14) == [1, 3, 2]
+    assert select_by_similarity(scores, sizes, budget=100) == [0, 1, 2, 3, 4]
+    assert select_by_similarity(scores, sizes, budget=0) == []
+
+
+def test_contiguity_neighbours_and_queue():
+    sizes = torch.full((10,), 4)
+    neighbours = contiguity_neighbours([5, 2], 10, sizes, budget=12, exclude={5, 2})
+    assert neighbours == [6, 4, 3]
+    # The persistent buffer keeps older neighbours after new ones while they fit, never a retrieved one.
+    buffer = update_contiguity_buffer(old=[8, 9, 1], new=[6, 4], sizes=sizes, budget=12, exclude={9})
+    assert buffer == [6, 4, 8]
+
+
+# ---- config ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"chunk_size": 600, "n_local": 512}, "chunk_size"),
+    ({"min_block_size": 64, "max_block_size": 8}, "min_block_size"),
+    ({"n_mem": 64, "max_block_size": 128}, "smaller than one event"),
+    ({"segmentation": "sentence"}, "segmentation"),
+    ({"contiguity_fraction": 1.5}, "contiguity_fraction"),
+    ({"n_local": 0}, "n_local"),
+])
+def test_impossible_configs_fail_at_construction(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EMConfig(**kwargs)
+
+
+@pytest.mark.parametrize("name,n_local,n_mem,max_block", [
+    ("mistral", 4096, 2048, 128), ("llama3", 4096, 4096, 128), ("llama31", 4096, 4096, 128),
+    ("phi3", 1024, 3072, 128), ("phi35", 1024, 3072, 64),
+])
+def test_reference_presets(name, n_local, n_mem, max_block):
+    cfg = EMConfig.preset(name)
+    assert (cfg.n_init, cfg.n_local, cfg.n_mem, cfg.min_block_size, cfg.max_block_size) == (
+        128, n_local, n_mem, 8, max_block)
+    assert (cfg.repr_topk, cfg.chunk_size, cfg.gamma) == (4, 512, 1.0)
+    assert cfg.surprise_window == n_local - 512
+
+
+def test_unknown_preset_and_field():
+    with pytest.raises(ConfigError, match="unknown EM preset"):
+        EMConfig.preset("nope")
+    with pytest.raises(ConfigError, match="unknown EMConfig field"):
+        EMConfig.from_dict({"n_locall": 5})
