@@ -34,9 +34,12 @@ def test_local_directory_roundtrip(tmp_path):
     assert tok.pad_token is not None
 
 
-def test_default_dtype_is_bf16():
-    model, _ = load_model("tiny:qwen3")
-    assert model.dtype == torch.bfloat16
+def test_auto_dtype_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(loading, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert load_model("tiny:qwen3")[0].dtype == torch.bfloat16
+    monkeypatch.setattr(loading, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert load_model("tiny:qwen3")[0].dtype == torch.float32  # emulated bf16 is several times slower
+    assert load_model("tiny:qwen3", dtype="bf16")[0].dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("name", ["./missing-model", "/nowhere/model.gguf", "a/b/c"])

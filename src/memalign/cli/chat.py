@@ -16,7 +16,7 @@ def chat(
     prompt: str | None = typer.Option(None, "--prompt", "-p", help="ask one question and exit"),
     system: str | None = typer.Option(None, "--system", help="system prompt"),
     max_new_tokens: int = typer.Option(256, help="length limit of each answer"),
-    dtype: str = typer.Option("auto", help="bf16 (default), fp32 or fp16"),
+    dtype: str = typer.Option("auto", help="auto (bf16 where native, else fp32), bf16, fp32 or fp16"),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda"),
 ) -> None:
     """Chat with a model (one turn with --prompt, else interactive until an empty line)."""

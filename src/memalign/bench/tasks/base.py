@@ -1,0 +1,144 @@
+"""Task registry and the machinery shared by the synthetic generators.
+
+A task turns ``(tokenizer, target length, number of samples, seed)`` into :class:`Record`s. The
+synthetic ones are calibrated to the model's own tokenizer like RULER: a sample's random content is
+drawn first (independently of the length), then the amount of filler is searched so that the
+*templated* prompt plus the generation budget fits the target length. Sample ``i`` is the same
+whatever ``n`` is, so a sweep can be extended with more samples and resume.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from transformers import PreTrainedTokenizerBase
+
+from memalign.bench.prompts import count_tokens
+from memalign.bench.records import Record
+from memalign.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task may need besides length and seed: the tokenizer and where local data lives."""
+
+    tokenizer: PreTrainedTokenizerBase
+    haystack_dir: Path | None = None
+    data_dir: Path | None = None
+    depths: tuple[float, ...] | None = None  # needle depths in [0, 1]; None = the task's default
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.depths is not None and any(not 0.0 <= d <= 1.0 for d in self.depths):
+            raise ConfigError(f"needle depths must lie in [0, 1], got {self.depths}")
+
+    def require_haystack(self, task: str) -> Path:
+        if self.haystack_dir is None:
+            raise ConfigError(f"task {task!r} needs real text: pass --haystack DIR (a folder of .txt files, "
+                              "e.g. Paul Graham essays)")
+        return self.haystack_dir
+
+
+class Task(ABC):
+    """One benchmark task. Subclasses set ``name``/``description`` and implement :meth:`records`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    synthetic: ClassVar[bool] = True
+
+    @abstractmethod
+    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
+        """``n`` records whose prompts (plus generation budget) fit ``length`` tokens."""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: instantiate the task and register it under ``cls.name``."""
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} registered twice")
+    TASKS[cls.name] = cls()
+    return cls
+
+
+def get_task(name: str) -> Task:
+    _load_builtin_tasks()
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}") from None
+
+
+def list_tasks() -> dict[str, Task]:
+    _load_builtin_tasks()
+    return dict(sorted(TASKS.items()))
+
+
+def _load_builtin_tasks() -> None:
+    # Importing the modules runs their @register_task decorators.
+    from memalign.bench.loaders import infinitebench, longbench  # noqa: F401
+    from memalign.bench.tasks import infinitebench as ib_synthetic  # noqa: F401
+    from memalign.bench.tasks import niah, passkey, ruler  # noqa: F401
+
+
+def sample_rng(seed: int, task: str, index: int) -> random.Random:
+    """Per-sample RNG: sample ``index`` does not depend on how many samples are drawn, nor on length."""
+    return random.Random(f"{seed}/{task}/{index}")
+
+
+def spread_depths(ctx: TaskContext, n: int, default: tuple[float, ...] | None = None) -> list[float]:
+    """Depth of each of the records: ``n`` per depth of the grid if one is given, else ``n`` evenly spread."""
+    grid = ctx.depths if ctx.depths is not None else default
+    if grid is not None:
+        return [d for d in grid for _ in range(n)]
+    return [0.5] if n == 1 else [i / (n - 1) for i in range(n)]
+
+
+class Fitter:
+    """Finds the largest filler size whose record fits the token budget (RULER's calibration).
+
+    Keeps the last answer as the next search's starting point: samples of one length differ by a
+    few tokens, so each further sample costs two or three tokenisations instead of a full search.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, length: int) -> None:
+        self.tokenizer, self.length = tokenizer, length
+        self._guess: int | None = None
+
+    def size(self, record: Record) -> int:
+        return count_tokens(self.tokenizer, record) + record.max_new_tokens
+
+    def fits(self, record: Record) -> bool:
+        return self.size(record) <= self.length
+
+    def fit(self, build: Callable[[int], Record], what: str = "filler") -> Record:
+        empty = self.size(build(0))
+        if empty > self.length:
+            raise DataError(f"{build(0).task}: even with no {what} the prompt needs {empty} tokens, "
+                            f"more than the target length {self.length}")
+        guess = self._guess
+        if guess is None:  # extrapolate from the cost of 64 units
+            per_unit = max(1e-3, (self.size(build(64)) - empty) / 64)
+            guess = max(1, int((self.length - empty) / per_unit))
+        if self.fits(build(guess)):
+            lo, hi = guess, guess + max(1, guess // 50)
+            while self.fits(build(hi)):
+                lo, hi = hi, hi + max(1, (hi - lo) * 2)
+        else:
+            hi, lo = guess, int(guess * 0.98)
+            while lo > 0 and not self.fits(build(lo)):
+                hi, lo = lo, int(lo * 0.8)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.fits(build(mid)):
+                lo = mid
+            else:
+                hi = mid
+        self._guess = lo
+        return build(lo)

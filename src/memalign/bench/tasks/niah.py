@@ -1,0 +1,44 @@
+"""Needle in a haystack (gkamradt) over real essays, swept over a depth x length grid.
+
+The needle is inserted at a token-level depth of the haystack, moved back to the previous sentence
+end as in gkamradt's script; no LLM judge: the score is the recall of the needle's answer words.
+"""
+
+from __future__ import annotations
+
+from memalign.bench.records import Record
+from memalign.bench.tasks.base import Fitter, Task, TaskContext, register_task, spread_depths
+from memalign.bench.tasks.haystack import essay_sentences
+
+NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
+ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
+QUESTION = ("What is the best thing to do in San Francisco? "
+            "Don't give information outside the document or repeat your findings.")
+DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@register_task
+class NeedleInAHaystack(Task):
+    name = "niah"
+    description = "gkamradt needle (San Francisco sandwich) in essays from --haystack; depth grid; word recall"
+
+    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
+        sentences = essay_sentences(ctx.require_haystack(self.name))
+        fitter = Fitter(ctx.tokenizer, length)
+        out = []
+        depths = spread_depths(ctx, n, DEFAULT_DEPTHS)
+        for i, depth in enumerate(depths):
+            # Sample i starts at a different essay sentence so repeated samples see different text.
+            start = (i * 997 + seed * 7919) % len(sentences)
+
+            def build(k: int, depth: float = depth, start: int = start, i: int = i) -> Record:
+                hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
+                at = int(round(depth * k))
+                text = " ".join(hay[:at] + [NEEDLE] + hay[at:])
+                return Record(context=f"<document>\n{text}\n</document>\n\n", question=QUESTION,
+                              answer_prefix="The best thing to do in San Francisco is", answer=[ANSWER],
+                              max_new_tokens=32, task=self.name, metric="rouge1_recall",
+                              id=f"{self.name}-{length}-{i}", meta={"depth": depth, "length": length})
+
+            out.append(fitter.fit(build, "haystack"))
+        return out

@@ -1,0 +1,208 @@
+"""Run many prompts that share a prefix: encode each context once, then continue it cheaply many times.
+
+Why: questionnaire prompts are ~90 tokens of which only the last is where a steering with the
+``generated`` positions policy acts, and PAS needs each item scored under several strengths, folds and
+head sets, plus the agree/disagree capture forwards. Encoding the contexts once (unsteered) and then
+running only the final token(s) on top of their KV cache turns minutes of CPU time into seconds.
+
+Layout of one batch (B rows)::
+
+    [ shared prefix (P tokens, encoded once, batch 1) | left padding | row context | continuation ]
+
+The padding sits *inside* the sequence, so it is excluded with the 2-D attention mask and the positions
+are given explicitly (prefix 0..P-1, then each row's own tokens consecutively): every row sees exactly
+the tokens it would see alone. Continuations have the same length in every row, so the last position
+(-1) is each row's read position, which is also what the ``generated`` steering policy relies on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import DynamicCache, PreTrainedModel
+
+from memalign.errors import ConfigError, DataError
+from memalign.progress import progress_bar
+
+BANK_FORMAT = "memalign.context_bank/1"
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    if not sequences:
+        return 0
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        i = 0
+        while i < n and seq[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+@dataclass
+class _Batch:
+    keys: list[torch.Tensor]  # per layer, (B, kv_heads, M, head_dim)
+    values: list[torch.Tensor]
+    mask: torch.Tensor  # (B, P + M) long: 1 on real tokens
+    next_position: torch.Tensor  # (B,) position id of each row's next token
+    start: int  # index of the first row in the bank
+
+
+class ContextBank:
+    """KV caches of a list of token contexts; :meth:`run` continues all (or some) of them in batches.
+
+    Build it with :meth:`build` (one forward over every context), keep it for as long as the model's
+    weights and the hooks active *while building* stay the same, and call :meth:`run` under whatever
+    hooks should act on the continuation only.
+    """
+
+    def __init__(self, prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor], prefix_len: int,
+                 batches: list[_Batch], size: int, batch_size: int) -> None:
+        self.prefix_keys, self.prefix_values, self.prefix_len = prefix_keys, prefix_values, prefix_len
+        self.batches, self.size, self.batch_size = batches, size, batch_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    @classmethod
+    @torch.inference_mode()
+    def build(cls, model: PreTrainedModel, contexts: Sequence[Sequence[int]], batch_size: int = 16,
+              description: str = "Encoding prompts") -> ContextBank:
+        if not contexts:
+            raise ConfigError("no contexts to encode")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        device = model.device
+        # Keep at least one token per context out of the shared prefix, so every row owns its last token.
+        prefix_len = min(common_prefix_length(contexts), min(len(c) for c in contexts) - 1)
+        prefix_keys: list[torch.Tensor] = []
+        prefix_values: list[torch.Tensor] = []
+        if prefix_len > 0:
+            ids = torch.tensor([list(contexts[0][:prefix_len])], device=device)
+            out = model(ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+            prefix_keys = [layer.keys for layer in out.past_key_values.layers]
+            prefix_values = [layer.values for layer in out.past_key_values.layers]
+        batches = []
+        with progress_bar(description, total=len(contexts), unit="prompts") as advance:
+            for start in range(0, len(contexts), batch_size):
+                chunk = [list(c[prefix_len:]) for c in contexts[start:start + batch_size]]
+                batches.append(cls._encode(model, chunk, prefix_keys, prefix_values, prefix_len, start))
+                advance(len(chunk))
+        return cls(prefix_keys, prefix_values, prefix_len, batches, len(contexts), batch_size)
+
+    @staticmethod
+    def _encode(model: PreTrainedModel, chunk: list[list[int]], prefix_keys: list[torch.Tensor],
+                prefix_values: list[torch.Tensor], prefix_len: int, start: int) -> _Batch:
+        device = model.device
+        rows, width = len(chunk), max(len(c) for c in chunk)
+        ids = torch.zeros(rows, width, dtype=torch.long, device=device)
+        mask = torch.zeros(rows, prefix_len + width, dtype=torch.long, device=device)
+        mask[:, :prefix_len] = 1
+        positions = torch.zeros(rows, width, dtype=torch.long, device=device)
+        for r, ctx in enumerate(chunk):
+            n = len(ctx)
+            ids[r, width - n:] = torch.tensor(ctx, device=device)
+            mask[r, prefix_len + width - n:] = 1
+            positions[r, width - n:] = torch.arange(prefix_len, prefix_len + n, device=device)
+        cache = _cache(prefix_keys, prefix_values, rows)
+        out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+        keys = [layer.keys[:, :, prefix_len:].contiguous() for layer in out.past_key_values.layers]
+        values = [layer.values[:, :, prefix_len:].contiguous() for layer in out.past_key_values.layers]
+        lengths = torch.tensor([len(c) for c in chunk], device=device)
+        return _Batch(keys, values, mask, prefix_len + lengths, start)
+
+    @torch.inference_mode()
+    def run(self, model: PreTrainedModel, continuations: Sequence[Sequence[int]],
+            rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Next-token logits (float32) after each selected context + its continuation.
+
+        ``continuations[i]`` continues context ``rows[i]`` (all rows when ``rows`` is None); every
+        continuation has the same length. ``rows`` must be strictly increasing; the result follows it.
+        """
+        selected = list(range(self.size)) if rows is None else [int(r) for r in rows]
+        if len(continuations) != len(selected):
+            raise ConfigError(f"{len(continuations)} continuations for {len(selected)} contexts")
+        if any(b <= a for a, b in zip(selected, selected[1:])):
+            raise ConfigError("rows must be strictly increasing indices into the bank")
+        if selected and (selected[0] < 0 or selected[-1] >= self.size):
+            raise ConfigError(f"rows must lie in 0..{self.size - 1}")
+        lengths = {len(c) for c in continuations}
+        if len(lengths) > 1 or 0 in lengths:
+            raise ConfigError("continuations must be non-empty and all of the same length")
+        device = model.device
+        wanted = torch.tensor(selected, dtype=torch.long)
+        outputs: list[torch.Tensor] = []
+        cursor = 0
+        for batch in self.batches:
+            size = batch.mask.shape[0]
+            in_batch = wanted[(wanted >= batch.start) & (wanted < batch.start + size)]
+            if in_batch.numel() == 0:
+                continue
+            local = (in_batch - batch.start).to(device)
+            n = in_batch.numel()
+            tokens = torch.tensor([list(c) for c in continuations[cursor:cursor + n]], device=device)
+            cursor += n
+            steps = tokens.shape[1]
+            keys = [torch.cat([p.expand(n, -1, -1, -1), k[local]], 2) if self.prefix_len else k[local]
+                    for p, k in zip(self.prefix_keys or [None] * len(batch.keys), batch.keys)]
+            values = [torch.cat([p.expand(n, -1, -1, -1), v[local]], 2) if self.prefix_len else v[local]
+                      for p, v in zip(self.prefix_values or [None] * len(batch.values), batch.values)]
+            cache = DynamicCache(ddp_cache_data=list(zip(keys, values)))
+            mask = torch.cat([batch.mask[local], torch.ones(n, steps, dtype=torch.long, device=device)], 1)
+            positions = batch.next_position[local][:, None] + torch.arange(steps, device=device)
+            out = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
+            outputs.append(out.logits[:, -1].float())
+        return torch.cat(outputs) if outputs else torch.zeros(0)
+
+    # ---- persistence (safetensors, never pickle) ------------------------------------------------
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for i, (k, v) in enumerate(zip(self.prefix_keys, self.prefix_values)):
+            tensors[f"prefix.{i}.k"], tensors[f"prefix.{i}.v"] = k.contiguous(), v.contiguous()
+        for b, batch in enumerate(self.batches):
+            for i, (k, v) in enumerate(zip(batch.keys, batch.values)):
+                tensors[f"b{b}.{i}.k"], tensors[f"b{b}.{i}.v"] = k, v
+            tensors[f"b{b}.mask"], tensors[f"b{b}.next"] = batch.mask, batch.next_position
+        header = {"format": BANK_FORMAT, "prefix_len": self.prefix_len, "size": self.size,
+                  "batch_size": self.batch_size, "batches": [b.start for b in self.batches],
+                  "layers": len(self.batches[0].keys), **(meta or {})}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(path) + ".tmp")
+        save_file({k: t.detach().cpu() for k, t in tensors.items()}, str(tmp), metadata={"memalign": json.dumps(header)})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ContextBank:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            header = json.loads((fh.metadata() or {}).get("memalign", "{}"))
+        if header.get("format") != BANK_FORMAT:
+            raise DataError(f"{path} is not a memalign context bank")
+        tensors = load_file(str(path), device=str(device))
+        layers = header["layers"]
+        prefix_keys = [tensors[f"prefix.{i}.k"] for i in range(layers)] if header["prefix_len"] else []
+        prefix_values = [tensors[f"prefix.{i}.v"] for i in range(layers)] if header["prefix_len"] else []
+        batches = [
+            _Batch([tensors[f"b{b}.{i}.k"] for i in range(layers)], [tensors[f"b{b}.{i}.v"] for i in range(layers)],
+                   tensors[f"b{b}.mask"], tensors[f"b{b}.next"], start)
+            for b, start in enumerate(header["batches"])
+        ]
+        return cls(prefix_keys, prefix_values, header["prefix_len"], batches, header["size"], header["batch_size"])
+
+
+def _cache(prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor], rows: int) -> DynamicCache:
+    # Plain full-length layers even for sliding-window models: the bank keeps whole contexts, and the
+    # model's mask still applies the window.
+    if not prefix_keys:
+        return DynamicCache()
+    return DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                        for k, v in zip(prefix_keys, prefix_values)])
