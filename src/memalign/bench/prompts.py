@@ -48,7 +48,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, record: Record) -> EncodedPrompt:
     head_ids = tokenizer(head, add_special_tokens=special)["input_ids"]
     # A token may straddle the boundary; the context part is the longest common prefix.
     n = 0
-    for a, b in zip(ids, head_ids):
+    for a, b in zip(ids, head_ids, strict=False):
         if a != b:
             break
         n += 1

@@ -2,9 +2,166 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import typer
+from rich.table import Table
 
 from memalign.cli import app
+from memalign.errors import ConfigError
+from memalign.progress import console
 
 bench_app = typer.Typer(help="Long-context benchmarks: run tasks x lengths x methods, report.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``"4k,8k,16384"`` -> ``[4096, 8192, 16384]`` (k = 1024, as RULER's lengths)."""
+    out = []
+    for part in filter(None, (p.strip().lower() for p in text.split(","))):
+        match = re.fullmatch(r"(\d+)(k?)", part)
+        if not match:
+            raise ConfigError(f"bad length {part!r}: use integers or e.g. 4k,8k")
+        out.append(int(match.group(1)) * (1024 if match.group(2) else 1))
+    if not out:
+        raise ConfigError("no lengths given")
+    return out
+
+
+def _names(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _depths(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(float(d) for d in text.split(","))
+    except ValueError:
+        raise ConfigError(f"bad --depths {text!r}: comma-separated fractions such as 0,0.5,1") from None
+
+
+@bench_app.command("tasks")
+def tasks_cmd() -> None:
+    """List the registered tasks (synthetic generators and real-suite loaders)."""
+    from memalign.bench.tasks import list_tasks
+
+    table = Table(title="memalign bench tasks")
+    table.add_column("task", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("description", overflow="fold", ratio=1)
+    for name, task in list_tasks().items():
+        table.add_row(name, "synthetic" if task.synthetic else "suite", task.description)
+    console.print(table)
+
+
+@bench_app.command("methods")
+def methods_cmd() -> None:
+    """List the registered methods."""
+    from memalign.bench.methods import DESCRIPTIONS
+
+    table = Table(title="memalign bench methods")
+    table.add_column("method", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
+    for name, text in DESCRIPTIONS.items():
+        table.add_row(name, text)
+    console.print(table)
+
+
+@bench_app.command("run")
+def run_cmd(
+    task: list[str] = typer.Option(..., "--task", "-t", help="task name(s), repeatable or comma-separated"),
+    lengths: str = typer.Option("4k", help="target lengths in tokens, e.g. 4k,8k,16k (0 = untruncated suites)"),
+    methods: list[str] = typer.Option(["full"], "--methods", "-m", help="method name(s), comma-separated"),
+    model: str = typer.Option("smollm2-135m-instruct", help="preset, .gguf, local dir, hub id or tiny:<kind>"),
+    samples: int = typer.Option(5, help="samples per length (per depth for tasks given --depths)"),
+    out: Path = typer.Option(Path("bench-results"), help="results folder (one sub-folder per configuration)"),
+    seed: int = typer.Option(0, help="seed of the synthetic generators"),
+    n_init: int = typer.Option(128, help="budget: attention-sink tokens"),
+    n_local: int = typer.Option(4096, help="budget: local window tokens"),
+    n_mem: int = typer.Option(2048, help="budget: retrieved memory tokens (streaming adds them to its window)"),
+    chunk_size: int = typer.Option(512, help="memory methods: prefill chunk (one retrieval per chunk)"),
+    prefill_chunk: int = typer.Option(2048, help="full attention: prefill chunk"),
+    dtype: str = typer.Option("auto", help="auto (bf16), bf16, fp16 or fp32"),
+    haystack: Path | None = typer.Option(None, help="folder of .txt essays for niah / RULER essay tasks"),
+    data_dir: Path | None = typer.Option(None, help="folder of official LongBench / InfiniteBench .jsonl files"),
+    depths: str | None = typer.Option(None, help="needle depth grid, e.g. 0,0.25,0.5,0.75,1"),
+) -> None:
+    """Run every task x length x method and write predictions, metrics and config per configuration."""
+    from memalign.bench.methods import Budget
+    from memalign.bench.runner import run_sweep
+
+    budget = Budget(n_init=n_init, n_local=n_local, n_mem=n_mem, chunk_size=chunk_size)
+    results = run_sweep(_names(task), parse_lengths(lengths), _names(methods), model, out, samples=samples, seed=seed,
+                        budget=budget, dtype=dtype, prefill_chunk=prefill_chunk, haystack=haystack,
+                        data_dir=data_dir, depths=_depths(depths))
+    from memalign.bench.report import print_table
+
+    print_table([(r["config"]["name"], r) for r in results])
+
+
+@bench_app.command("generate")
+def generate_cmd(
+    task: list[str] = typer.Option(..., "--task", "-t", help="task name(s)"),
+    lengths: str = typer.Option("4k", help="target lengths, e.g. 4k,8k"),
+    model: str = typer.Option("smollm2-135m-instruct", help="whose tokenizer calibrates the lengths"),
+    samples: int = typer.Option(5),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., help="JSONL file to write"),
+    haystack: Path | None = typer.Option(None),
+    data_dir: Path | None = typer.Option(None),
+    depths: str | None = typer.Option(None),
+) -> None:
+    """Write task records as JSONL with the exact prompt token ids (for the kvpress peer or other tools)."""
+    from memalign.bench.export import export_records
+
+    n = export_records(_names(task), parse_lengths(lengths), model, out, samples=samples, seed=seed,
+                       haystack=haystack, data_dir=data_dir, depths=_depths(depths))
+    console.print(f"wrote {n} records to {out}")
+
+
+@bench_app.command("score")
+def score_cmd(directories: list[Path] = typer.Argument(..., help="result folders with predictions.jsonl")) -> None:
+    """(Re)compute metrics.json from predictions.jsonl (e.g. for predictions written by another tool)."""
+    import yaml
+
+    from memalign.bench.runner import CONFIG_FILE, finalize
+
+    for directory in directories:
+        config = yaml.safe_load((directory / CONFIG_FILE).read_text()) if (directory / CONFIG_FILE).is_file() else {}
+        metrics = finalize(directory, config)
+        console.print(f"{directory}: score {metrics['score']} (n={metrics['n']}, failed {metrics['n_failed']})")
+
+
+@bench_app.command("report")
+def report_cmd(
+    directories: list[Path] = typer.Argument(..., help="results folders (searched recursively for metrics.json)"),
+    plots: Path | None = typer.Option(None, help="where to write PNG plots (default: <first folder>/plots)"),
+    markdown: Path | None = typer.Option(None, help="also write the table as Markdown to this file"),
+) -> None:
+    """Print a score table (method x length per model and task) and write plots."""
+    from memalign.bench.report import collect, markdown_table, print_table, write_plots
+
+    results = collect(directories)
+    if not results:
+        raise ConfigError(f"no metrics.json under {', '.join(map(str, directories))}")
+    print_table(results)
+    written = write_plots(results, plots or directories[0] / "plots")
+    for path in written:
+        console.print(f"plot: {path}")
+    if markdown:
+        markdown.write_text(markdown_table(results))
+        console.print(f"table: {markdown}")
+
+
+@bench_app.command("download")
+def download_cmd(
+    suite: str = typer.Argument(..., help="longbench or infinitebench"),
+    dest: Path = typer.Argument(..., help="folder to put the .jsonl files in"),
+) -> None:
+    """Fetch the official suite files from the Hugging Face hub (needs network access to the hub)."""
+    from memalign.bench.loaders.download import download_suite
+
+    for path in download_suite(suite, dest):
+        console.print(f"wrote {path}")

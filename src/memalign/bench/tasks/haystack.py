@@ -47,6 +47,6 @@ def take_cyclic(items: tuple[str, ...], k: int, start: int = 0) -> list[str]:
 def insert_at_depths(units: list[str], needles: list[str], depths: list[float]) -> list[str]:
     """Insert each needle before the unit at ``depth * len(units)`` (needles keep their order)."""
     out = list(units)
-    for needle, depth in sorted(zip(needles, depths), key=lambda nd: nd[1], reverse=True):
+    for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda nd: nd[1], reverse=True):
         out.insert(int(round(depth * len(units))), needle)
     return out

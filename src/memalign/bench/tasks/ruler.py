@@ -71,7 +71,8 @@ class _RulerNiah(Task):
                     keys.append(k)
             values = [[_random_value(rng, spec.value) for _ in range(spec.num_v)] for _ in keys]
             type_v = spec.value
-            needles = [NEEDLE.format(type_needle_v=type_v, key=k, value=v) for k, vs in zip(keys, values) for v in vs]
+            needles = [NEEDLE.format(type_needle_v=type_v, key=k, value=v)
+                       for k, vs in zip(keys, values, strict=True) for v in vs]
             rng.shuffle(needles)
             if spec.haystack == "essay":
                 depths = sorted(rng.sample(DEPTHS, len(needles)))
@@ -95,7 +96,7 @@ class _RulerNiah(Task):
                 else:
                     hay, joiner = distractors.take(k), "\n"
                 units = list(hay)
-                for needle, depth in sorted(zip(needles, depths), key=lambda nd: nd[1], reverse=True):
+                for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda nd: nd[1], reverse=True):
                     units.insert(int(depth * k) if spec.haystack == "essay" else min(k, int(depth * (k + 1))), needle)
                 return _niah_record(self.name, length, i, joiner.join(units), query, answers, spec)
 
@@ -177,7 +178,7 @@ def _vt_chain(rng: random.Random, num_hops: int, name_len: int) -> tuple[list[st
 def _vt_text(chain: list[str], positions: list[float], num_noise: int) -> str:
     sentences = [NOISE + "\n"] * num_noise
     slots = sorted(min(num_noise, int(p * (num_noise + 1))) for p in positions)
-    for j, (slot, statement) in enumerate(zip(slots, chain)):
+    for j, (slot, statement) in enumerate(zip(slots, chain, strict=True)):
         sentences.insert(slot + j, statement)
     return "\n".join(sentences).replace(". \n", ".\n")
 

@@ -11,7 +11,11 @@ import re
 
 from transformers import PreTrainedTokenizerBase
 
-ADJECTIVES = tuple("""
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+ADJECTIVES = _split("""
 able acid angry aware awful bad bald basic bitter black blue bold bored brave brief bright broad broken
 brown busy calm cheap chief clean clear clever close cold cool crazy cruel curly cute damp dark dead deep
 dense dizzy dry dull eager early easy empty equal even evil exact faint fair false famous fancy fast fat
@@ -24,9 +28,9 @@ rare raw ready real red rich rigid ripe rough round royal rude rusty sad safe sa
 short shy silent silly simple slim slow small smart smooth snowy soft solid sour spicy stale steep sticky
 stiff strange strict strong sunny super sweet swift tall tame tender thick thin tidy tiny tough upset vast
 warm weak weary wet white whole wide wild windy wise witty wooden young zany
-""".split())
+""")
 
-NOUNS = tuple("""
+NOUNS = _split("""
 actor airport anchor angle animal apple arch army arrow artist attic author badge bakery balloon banana
 bank barn basket beach bean bear bed bee bell belt bench berry bicycle bird blanket boat book boot bottle
 box branch bread brick bridge brush bucket butter button cabin cable cake camera camp candle canoe canyon
@@ -42,9 +46,9 @@ pond potato pumpkin puppet rabbit radio rainbow river robot rocket roof rose sai
 scissors shark sheep shell ship shoe silver sky snake soap sock spoon square squirrel stamp star statue
 stone storm street sugar sun swan table teacher tiger toast tomato tower town toy tractor train tree
 truck trumpet tulip tunnel turtle umbrella valley vase violin wagon wall wallet whale wheel window wolf
-""".split())
+""")
 
-VERBS = tuple("""
+VERBS = _split("""
 accept admire argue arrive bake balance bathe battle beg behave belong blink boil borrow bounce breathe
 build bump burn bury calculate carry catch cheer chew clap climb collect comb complain cook copy count
 crawl cross cry dance decide deliver dig divide draw dream drink drive earn enjoy escape explain fetch
@@ -56,7 +60,7 @@ row rub run sail scream search shake share shave shine shout sing skate ski slee
 snore solve sort spell spill spin splash squeeze stamp stand stare start steer stir stretch study swim
 swing talk taste teach tease thank throw tickle tie touch trace trade travel trip trust turn twist type
 wander want warn wash watch wave weigh whisper whistle wink wish wonder work worry wrap write yawn yell zip
-""".split())
+""")
 
 
 def key_words() -> list[str]:

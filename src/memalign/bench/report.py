@@ -1,0 +1,139 @@
+"""Reading result directories back: a score table (rich / Markdown) and PNG plots.
+
+Rows are methods (with their budget), columns are lengths, one table per model and task; every
+directory with a ``metrics.json`` counts, whoever wrote it (the runner or the kvpress peer script).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from memalign.bench.runner import METRICS_FILE, model_slug
+from memalign.progress import console
+
+Result = tuple[str, dict[str, Any]]
+
+
+def collect(directories: list[Path]) -> list[Result]:
+    """``(directory name, metrics)`` for every metrics.json below the given folders, sorted by name."""
+    found: dict[str, dict[str, Any]] = {}
+    for root in directories:
+        paths = [root / METRICS_FILE] if (root / METRICS_FILE).is_file() else sorted(root.rglob(METRICS_FILE))
+        for path in paths:
+            found[path.parent.name] = json.loads(path.read_text())
+    return sorted(found.items())
+
+
+def method_label(config: dict[str, Any]) -> str:
+    """The method name, plus its KV budget when it has one (so different budgets never share a row)."""
+    label = str(config.get("method", "?"))
+    method_config = config.get("method_config") or {}
+    budget = method_config.get("budget") or (config.get("budget") if label != "full" else None)
+    if budget and label != "full":
+        total = sum(int(budget.get(k, 0)) for k in ("n_init", "n_local", "n_mem"))
+        label += f" ({total // 1024}k)" if total % 1024 == 0 else f" ({total})"
+    return label
+
+
+def _grid(results: list[Result]) -> dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]]:
+    grid: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    for _, metrics in results:
+        cfg = metrics.get("config") or {}
+        key = (model_slug(str(cfg.get("model", "?"))), str(cfg.get("task", "?")))
+        grid[key][method_label(cfg)][int(cfg.get("length", 0))] = metrics
+    return grid
+
+
+def _cell(metrics: dict[str, Any] | None) -> str:
+    if metrics is None:
+        return "-"
+    score = metrics.get("score")
+    text = "n/a" if score is None else f"{score:.1f}"
+    text += f" ({metrics.get('n', 0)})"
+    if metrics.get("n_failed"):
+        text += f" [{metrics['n_failed']} failed]"
+    return text
+
+
+def _length_label(length: int) -> str:
+    return "as is" if length == 0 else (f"{length // 1024}k" if length % 1024 == 0 else str(length))
+
+
+def print_table(results: list[Result]) -> None:
+    for (model, task), methods in sorted(_grid(results).items()):
+        lengths = sorted({n for per in methods.values() for n in per})
+        table = Table(title=f"{task} - {model} (score x100, (n))")
+        table.add_column("method", no_wrap=True)
+        for n in lengths:
+            table.add_column(_length_label(n), justify="right")
+        for label, per in sorted(methods.items()):
+            table.add_row(label, *[_cell(per.get(n)) for n in lengths])
+        console.print(table)
+
+
+def markdown_table(results: list[Result]) -> str:
+    lines: list[str] = []
+    for (model, task), methods in sorted(_grid(results).items()):
+        lengths = sorted({n for per in methods.values() for n in per})
+        lines += [f"**{task}**, {model} (score x100, samples in parentheses)", "",
+                  "| method | " + " | ".join(_length_label(n) for n in lengths) + " |",
+                  "|---|" + "---:|" * len(lengths)]
+        for label, per in sorted(methods.items()):
+            lines.append(f"| {label} | " + " | ".join(_cell(per.get(n)) for n in lengths) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_plots(results: list[Result], folder: Path) -> list[Path]:
+    """Score vs length per method (one PNG per model and task) and a depth x length heatmap per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for (model, task), methods in sorted(_grid(results).items()):
+        slug = f"{model}__{task.replace(':', '-')}"
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, per in sorted(methods.items()):
+            points = sorted((n, m["score"]) for n, m in per.items() if m.get("score") is not None and n > 0)
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("score")
+        ax.set_ylim(-5, 105)
+        ax.set_title(f"{task} - {model}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = folder / f"{slug}__length.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+        for label, per in sorted(methods.items()):
+            depths = sorted({float(d) for m in per.values() for d in (m.get("by_depth") or {})})
+            lengths = sorted(n for n in per if n > 0)
+            if len(depths) < 2 or not lengths:
+                continue
+            matrix = [[(per[n].get("by_depth") or {}).get(f"{d:.3f}", float("nan")) for n in lengths] for d in depths]
+            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
+            image = ax.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+            ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths])
+            ax.set_yticks(range(len(depths)), [f"{100 * d:.0f}%" for d in depths])
+            ax.set_xlabel("context length")
+            ax.set_ylabel("needle depth")
+            ax.set_title(f"{task} - {model} - {label}", fontsize=9)
+            fig.colorbar(image, ax=ax)
+            path = folder / f"{slug}__{label.split(' ')[0]}__depth.png"
+            fig.tight_layout()
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(path)
+    return written
