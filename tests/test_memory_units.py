@@ -266,3 +266,41 @@ def test_unknown_preset_and_field():
         EMConfig.preset("nope")
     with pytest.raises(ConfigError, match="unknown EMConfig field"):
         EMConfig.from_dict({"n_locall": 5})
+
+
+# ---- kernels -------------------------------------------------------------------------------------------
+
+def test_attend_merge_and_key_mass_equal_dense_softmax():
+    from memalign.memory.kernels import attend, key_mass, merge
+
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 6, 8)
+    k1, v1 = torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8)  # causal chunk
+    k2, v2 = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)  # masked band
+    band = torch.rand(6, 5) > 0.4
+    band[:, 0] = True
+    parts = [attend(q, k1, v1, 0.3, causal=True), attend(q, k2, v2, 0.3, mask=band)]
+    out, lse = merge(parts)
+    # dense reference with GQA expanded
+    k = torch.cat([k1, k2], 2).repeat_interleave(2, dim=1)
+    v = torch.cat([v1, v2], 2).repeat_interleave(2, dim=1)
+    visible = torch.cat([torch.ones(6, 6, dtype=torch.bool).tril(), band], 1)
+    logits = (q @ k.transpose(-1, -2) * 0.3).masked_fill(~visible, float("-inf"))
+    probs = logits.softmax(-1)
+    assert torch.allclose(out, probs @ v, atol=1e-5)
+    assert torch.allclose(lse, logits.logsumexp(-1), atol=1e-5)
+    assert torch.allclose(key_mass(q, k1, 0.3, lse, causal=True), probs[..., :6].sum(-2), atol=1e-5)
+    assert torch.allclose(key_mass(q, k2, 0.3, lse, mask=band), probs[..., 6:].sum(-2), atol=1e-5)
+
+
+def test_rotate_is_bit_identical_to_transformers():
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from memalign.memory.rope import rotate
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 5, 16)
+    angles = torch.randn(5, 8)
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    ref, _ = apply_rotary_pos_emb(x, x, cos[None], sin[None])
+    assert torch.equal(rotate(x, cos, sin), ref)

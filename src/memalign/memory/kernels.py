@@ -81,11 +81,12 @@ def merge(parts: list[tuple[torch.Tensor, torch.Tensor]], out_dtype: torch.dtype
 
 
 def key_mass(q: torch.Tensor, k: torch.Tensor, scale: float, lse: torch.Tensor, mask: torch.Tensor | None = None,
-             causal: bool = False, query_chunk: int = 256) -> torch.Tensor:
+             causal: bool = False, query_chunk: int = 512) -> torch.Tensor:
     """Attention probability each key receives, summed over queries: [B,H,S] fp32.
 
     ``lse`` is the final (merged) log-sum-exp of each query, so these are the true probabilities of the
-    full attention, computed block by block without keeping a [L,S] probability matrix.
+    full attention, computed block by block without keeping a [L,S] probability matrix. With
+    ``causal`` (L == S) key j only receives mass from queries i >= j.
     """
     B, H, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
@@ -93,17 +94,15 @@ def key_mass(q: torch.Tensor, k: torch.Tensor, scale: float, lse: torch.Tensor, 
     total = torch.zeros(B, Hkv, g, S, dtype=torch.float32, device=q.device)
     if S == 0 or L == 0:
         return total.view(B, H, S)
-    kf = k.float().unsqueeze(2)  # [B,Hkv,1,S,D]
+    kt = k.float().unsqueeze(2).transpose(-1, -2)  # [B,Hkv,1,D,S]
     for start in range(0, L, query_chunk):
         stop = min(L, start + query_chunk)
         qc = q[:, :, start:stop].float().view(B, Hkv, g, stop - start, D)
-        s = (qc @ kf.transpose(-1, -2)).mul_(scale)  # [B,Hkv,g,l,S]
-        s.sub_(lse[:, :, start:stop].view(B, Hkv, g, stop - start, 1))
-        p = s.exp_()
+        s = torch.matmul(qc, kt).mul_(scale)  # [B,Hkv,g,l,S]
+        s.sub_(lse[:, :, start:stop].view(B, Hkv, g, stop - start, 1)).exp_()
         if causal:
-            rows = torch.arange(start, stop, device=q.device)[:, None]
-            p = p.masked_fill(torch.arange(S, device=q.device)[None, :] > rows, 0.0)
+            s.tril_(diagonal=start)
         elif mask is not None:
-            p = p.masked_fill(~mask[start:stop], 0.0)
-        total += p.nan_to_num_(0.0).sum(dim=-2)
+            s.mul_(mask[start:stop])
+        total += s.sum(dim=-2)
     return total.view(B, H, S)

@@ -62,15 +62,14 @@ class RopeTable:
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """``x * cos + rotate_half(x) * sin`` on the first ``cos.shape[-1]`` dims (partial rotary keeps the rest).
 
-    Same formula and dtype as transformers' ``apply_rotary_pos_emb``; ``cos``/``sin`` are [L, r].
+    Bit-identical to transformers' ``apply_rotary_pos_emb`` (same products, ``a + (-b)`` == ``a - b``), but
+    written in place on one output tensor instead of concatenating halves. ``cos``/``sin`` are [L, r].
     """
     r = cos.shape[-1]
-    if r == x.shape[-1]:
-        return x * cos + _rotate_half(x) * sin
-    x_rot, x_pass = x[..., :r], x[..., r:]
-    return torch.cat([x_rot * cos + _rotate_half(x_rot) * sin, x_pass], dim=-1)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    h = r // 2
+    out = x.clone()
+    rot = out[..., :r]
+    rot.mul_(cos)
+    rot[..., :h].sub_(x[..., h:r] * sin[..., :h])
+    rot[..., h:].add_(x[..., :h] * sin[..., h:])
+    return out

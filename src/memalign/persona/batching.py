@@ -18,7 +18,8 @@ the tokens it would see alone. Continuations have the same length in every row, 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,55 +121,83 @@ class ContextBank:
 
     @torch.inference_mode()
     def run(self, model: PreTrainedModel, continuations: Sequence[Sequence[int]],
-            rows: Sequence[int] | None = None) -> torch.Tensor:
+            rows: Sequence[int] | None = None, max_rows: int = 128,
+            chunk_context: Callable[[slice], AbstractContextManager[object]] | None = None) -> torch.Tensor:
         """Next-token logits (float32) after each selected context + its continuation.
 
-        ``continuations[i]`` continues context ``rows[i]`` (all rows when ``rows`` is None); every
-        continuation has the same length. ``rows`` must be strictly increasing; the result follows it.
+        ``continuations[i]`` continues context ``rows[i]`` (every context in order when ``rows`` is
+        None; rows may repeat and come in any order); all continuations have the same length. Rows are
+        run ``max_rows`` at a time: continuing is memory-bound on a CPU (every forward reads all the
+        weights), so wide forwards are much cheaper per row. ``chunk_context(slice)``, if given, is
+        entered around the forward of the rows in that slice (per-row hooks, e.g. a CV sweep).
         """
         selected = list(range(self.size)) if rows is None else [int(r) for r in rows]
         if len(continuations) != len(selected):
             raise ConfigError(f"{len(continuations)} continuations for {len(selected)} contexts")
-        if any(b <= a for a, b in zip(selected, selected[1:])):
-            raise ConfigError("rows must be strictly increasing indices into the bank")
-        if selected and (selected[0] < 0 or selected[-1] >= self.size):
+        if selected and (min(selected) < 0 or max(selected) >= self.size):
             raise ConfigError(f"rows must lie in 0..{self.size - 1}")
         lengths = {len(c) for c in continuations}
         if len(lengths) > 1 or 0 in lengths:
             raise ConfigError("continuations must be non-empty and all of the same length")
-        device = model.device
-        wanted = torch.tensor(selected, dtype=torch.long)
+        if max_rows < 1:
+            raise ConfigError("max_rows must be >= 1")
         outputs: list[torch.Tensor] = []
-        cursor = 0
-        for batch in self.batches:
-            size = batch.mask.shape[0]
-            in_batch = wanted[(wanted >= batch.start) & (wanted < batch.start + size)]
-            if in_batch.numel() == 0:
-                continue
-            local = (in_batch - batch.start).to(device)
-            n = in_batch.numel()
-            tokens = torch.tensor([list(c) for c in continuations[cursor:cursor + n]], device=device)
-            cursor += n
+        for begin in range(0, len(selected), max_rows):
+            part = slice(begin, min(begin + max_rows, len(selected)))
+            keys, values, mask, next_position = self._gather(selected[part], model.device)
+            tokens = torch.tensor([list(c) for c in continuations[part]], device=model.device)
             steps = tokens.shape[1]
-            keys = [torch.cat([p.expand(n, -1, -1, -1), k[local]], 2) if self.prefix_len else k[local]
-                    for p, k in zip(self.prefix_keys or [None] * len(batch.keys), batch.keys)]
-            values = [torch.cat([p.expand(n, -1, -1, -1), v[local]], 2) if self.prefix_len else v[local]
-                      for p, v in zip(self.prefix_values or [None] * len(batch.values), batch.values)]
-            cache = DynamicCache(ddp_cache_data=list(zip(keys, values)))
-            mask = torch.cat([batch.mask[local], torch.ones(n, steps, dtype=torch.long, device=device)], 1)
-            positions = batch.next_position[local][:, None] + torch.arange(steps, device=device)
-            out = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                        logits_to_keep=1)
+            cache = DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)))
+            mask = torch.cat([mask, torch.ones(tokens.shape[0], steps, dtype=torch.long, device=model.device)], 1)
+            positions = next_position[:, None] + torch.arange(steps, device=model.device)
+            with chunk_context(part) if chunk_context is not None else nullcontext():
+                out = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1)
             outputs.append(out.logits[:, -1].float())
         return torch.cat(outputs) if outputs else torch.zeros(0)
+
+    def _gather(self, rows: list[int], device: torch.device
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Cache tensors, mask and next positions of ``rows`` (in that order), batches left-padded to one width."""
+        wanted = torch.tensor(rows, dtype=torch.long)
+        starts = torch.tensor([b.start for b in self.batches])
+        batch_of = torch.searchsorted(starts, wanted, right=True) - 1
+        width = max(self.batches[b].mask.shape[1] for b in batch_of.unique().tolist())
+        layers = len(self.batches[0].keys)
+        keys: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+        values: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+        masks, nexts, order = [], [], []
+        for b in batch_of.unique().tolist():
+            batch = self.batches[b]
+            where = (batch_of == b).nonzero().flatten()
+            local = (wanted[where] - batch.start).to(batch.mask.device)
+            pad = width - batch.mask.shape[1]
+            for i in range(layers):
+                keys[i].append(torch.nn.functional.pad(batch.keys[i][local], (0, 0, pad, 0)))
+                values[i].append(torch.nn.functional.pad(batch.values[i][local], (0, 0, pad, 0)))
+            mask = batch.mask[local]
+            masks.append(torch.cat([mask[:, :self.prefix_len], mask.new_zeros(len(local), pad),
+                                    mask[:, self.prefix_len:]], 1))
+            nexts.append(batch.next_position[local])
+            order.append(where)
+        inverse = torch.argsort(torch.cat(order)).to(device)
+        n = len(rows)
+        out_keys = [torch.cat(k)[inverse].to(device) for k in keys]
+        out_values = [torch.cat(v)[inverse].to(device) for v in values]
+        if self.prefix_len:
+            out_keys = [torch.cat([p.expand(n, -1, -1, -1), k], 2)
+                        for p, k in zip(self.prefix_keys, out_keys, strict=True)]
+            out_values = [torch.cat([p.expand(n, -1, -1, -1), v], 2)
+                          for p, v in zip(self.prefix_values, out_values, strict=True)]
+        return out_keys, out_values, torch.cat(masks)[inverse].to(device), torch.cat(nexts)[inverse].to(device)
 
     # ---- persistence (safetensors, never pickle) ------------------------------------------------
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         tensors: dict[str, torch.Tensor] = {}
-        for i, (k, v) in enumerate(zip(self.prefix_keys, self.prefix_values)):
+        for i, (k, v) in enumerate(zip(self.prefix_keys, self.prefix_values, strict=True)):
             tensors[f"prefix.{i}.k"], tensors[f"prefix.{i}.v"] = k.contiguous(), v.contiguous()
         for b, batch in enumerate(self.batches):
-            for i, (k, v) in enumerate(zip(batch.keys, batch.values)):
+            for i, (k, v) in enumerate(zip(batch.keys, batch.values, strict=True)):
                 tensors[f"b{b}.{i}.k"], tensors[f"b{b}.{i}.v"] = k, v
             tensors[f"b{b}.mask"], tensors[f"b{b}.next"] = batch.mask, batch.next_position
         header = {"format": BANK_FORMAT, "prefix_len": self.prefix_len, "size": self.size,
@@ -176,7 +205,8 @@ class ContextBank:
                   "layers": len(self.batches[0].keys), **(meta or {})}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(path) + ".tmp")
-        save_file({k: t.detach().cpu() for k, t in tensors.items()}, str(tmp), metadata={"memalign": json.dumps(header)})
+        save_file({k: t.detach().cpu() for k, t in tensors.items()}, str(tmp),
+                  metadata={"memalign": json.dumps(header)})
         tmp.replace(path)
 
     @classmethod
@@ -205,4 +235,4 @@ def _cache(prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor], r
     if not prefix_keys:
         return DynamicCache()
     return DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                        for k, v in zip(prefix_keys, prefix_values)])
+                                        for k, v in zip(prefix_keys, prefix_values, strict=True)])

@@ -115,7 +115,8 @@ class HeadActivations:
     disagree: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.agree.shape != self.disagree.shape or self.agree.dim() != 4 or self.agree.shape[0] != len(self.item_ids):
+        shape = self.agree.shape
+        if shape != self.disagree.shape or self.agree.dim() != 4 or shape[0] != len(self.item_ids):
             raise ConfigError("HeadActivations: agree/disagree must both be (items, layers, heads, head_dim)")
 
     @property

@@ -103,7 +103,7 @@ class FitResult:
 
     @property
     def unsteered_cv_mae(self) -> float:
-        return self.cv_mae[(self.k, 0.0)] if (self.k, 0.0) in self.cv_mae else math.nan
+        return self.cv_mae.get((self.k, 0.0), math.nan)
 
     @property
     def best_cv_mae(self) -> float:

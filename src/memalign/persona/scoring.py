@@ -53,7 +53,7 @@ class AnswerScores:
         return self.expected if check_prediction(kind) == "expected" else self.argmax
 
     def by_item(self, kind: str = "expected") -> dict[int, float]:
-        return dict(zip(self.item_ids, self.predictions(kind).tolist()))
+        return dict(zip(self.item_ids, self.predictions(kind).tolist(), strict=True))
 
     def abs_errors(self, raw: Mapping[int, int | None], kind: str = "expected") -> dict[int, float]:
         """|prediction - raw answer| for every item with a non-missing raw answer."""

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.errors import ConfigError
@@ -37,7 +38,7 @@ from memalign.persona.prompts import (
     question_prompt_ids,
 )
 from memalign.persona.scoring import AnswerScores, OptionScorer
-from memalign.persona.steering import Steering, check_positions
+from memalign.persona.steering import Steering, check_positions, row_shifts
 from memalign.progress import status
 
 
@@ -51,11 +52,13 @@ class QuestionnaireSession:
     ``system`` replaces the prompt config's system prompt for every item (a personality prompt or a
     few-shot profile: the shared prefix is then encoded once and reused by every item). ``cache``:
     True for the default cache directory, a path for another, False to keep nothing on disk.
+    ``batch_size`` is the encoding batch; ``max_rows`` the width of the (memory-bound) continuations.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Sequence[Item],
                  config: PromptConfig | None = None, rewordings: Mapping[int, str] | None = None,
-                 system: str | None = None, batch_size: int = 16, cache: bool | str | Path = True) -> None:
+                 system: str | None = None, batch_size: int = 16, cache: bool | str | Path = True,
+                 max_rows: int = 128) -> None:
         if not items:
             raise ConfigError("a questionnaire session needs at least one item")
         if batch_size < 1:
@@ -67,7 +70,7 @@ class QuestionnaireSession:
             raise ConfigError("duplicate items in a questionnaire session")
         self._row = {item_id: n for n, item_id in enumerate(self.item_ids)}
         self.config = config or PromptConfig()
-        self.batch_size = batch_size
+        self.batch_size, self.max_rows = batch_size, max_rows
         rewordings = rewordings or {}
         self.questions = [question_prompt_ids(tokenizer, it, self.config, rewordings.get(it.full_id), system)
                           for it in self.items]
@@ -79,6 +82,7 @@ class QuestionnaireSession:
         self.cache_dir = None if cache is False else (persona_cache_dir() if cache is True else Path(cache))
         self._identity = model_identity(model)
         self._bank: ContextBank | None = None
+        self._unsteered: AnswerScores | None = None
 
     # ---- cache plumbing -------------------------------------------------------------------------
     def _cache_path(self, kind: str, *parts: object) -> Path | None:
@@ -122,16 +126,32 @@ class QuestionnaireSession:
         ids = [self.item_ids[r] for r in rows]
         finals = [self.finals[r] for r in rows]
         if steering is None:
-            return self.scorer(self.bank.run(self.model, finals, rows), ids)
+            if self._unsteered is None:
+                self._unsteered = self.scorer(self.bank.run(self.model, self.finals, max_rows=self.max_rows),
+                                              self.item_ids)
+            return self._unsteered.subset(ids)
         policy = check_positions(positions or steering.positions)
         if policy == "generated":
             bank = self.bank
             with steering.apply(self.model, alpha=alpha, positions=policy):
-                return self.scorer(bank.run(self.model, finals, rows), ids)
+                return self.scorer(bank.run(self.model, finals, rows, max_rows=self.max_rows), ids)
         with steering.apply(self.model, alpha=alpha, positions=policy):
             bank = ContextBank.build(self.model, [self.contexts[r] for r in rows], self.batch_size,
                                      description="Encoding steered questions")
-            return self.scorer(bank.run(self.model, finals), ids)
+            return self.scorer(bank.run(self.model, finals, max_rows=self.max_rows), ids)
+
+    def score_rows(self, item_ids: Sequence[int], shifts: Mapping[int, torch.Tensor]) -> AnswerScores:
+        """Score ``item_ids`` (repeats allowed) with a different o_proj shift per row (``generated`` policy).
+
+        ``shifts[layer]`` is (len(item_ids), heads*head_dim). One call evaluates a whole grid of candidate
+        steerings; the result has one row per requested item, in order (``by_item`` would merge repeats,
+        use ``predictions``).
+        """
+        rows = [self.rows([i])[0] for i in item_ids]
+        finals = [self.finals[r] for r in rows]
+        logits = self.bank.run(self.model, finals, rows, max_rows=self.max_rows,
+                               chunk_context=lambda part: row_shifts(self.model, shifts, part, "generated"))
+        return self.scorer(logits, list(item_ids))
 
     # ---- activation capture ---------------------------------------------------------------------
     def capture(self) -> HeadActivations:
@@ -145,7 +165,7 @@ class QuestionnaireSession:
         with status(f"Capturing head activations for {len(self.items)} items x agree/disagree"):
             for answer in (agree, disagree):
                 with capture_last_token(self.model) as records:
-                    bank.run(self.model, [final + answer for final in self.finals])
+                    bank.run(self.model, [final + answer for final in self.finals], max_rows=self.max_rows)
                 captured.append(stack_records(records))
         activations = HeadActivations(self.item_ids, captured[0], captured[1])
         if path is not None:

@@ -17,7 +17,8 @@ Positions policy:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,8 @@ class Steering:
             raise ConfigError(f"stds must have {k} values, got {tuple(self.stds.shape)}")
         for layer, head in heads:
             if not (0 <= layer < self.num_layers and 0 <= head < self.num_heads):
-                raise ConfigError(f"head ({layer}, {head}) is outside {self.num_layers} layers x {self.num_heads} heads")
+                raise ConfigError(f"head ({layer}, {head}) is outside the model's {self.num_layers} layers x "
+                                  f"{self.num_heads} heads")
         if not (torch.isfinite(self.directions).all() and torch.isfinite(self.stds).all()):
             raise ConfigError("steering directions and stds must be finite")
         if not isinstance(self.alpha, (int, float)) or not torch.isfinite(torch.tensor(float(self.alpha))):
@@ -94,7 +96,7 @@ class Steering:
         """Per steered layer, the float32 vector (``num_heads * head_dim``) added to the o_proj input."""
         alpha = self.alpha if alpha is None else float(alpha)
         shifts: dict[int, torch.Tensor] = {}
-        for (layer, head), direction, std in zip(self.heads, self.directions, self.stds):
+        for (layer, head), direction, std in zip(self.heads, self.directions, self.stds, strict=True):
             shift = shifts.setdefault(layer, torch.zeros(self.q_size, dtype=torch.float32))
             shift[head * self.head_dim:(head + 1) * self.head_dim] += alpha * std * direction
         return shifts
@@ -138,6 +140,29 @@ def _shift_hook(shift: torch.Tensor, positions: str):
         return (x, *args[1:])
 
     return hook
+
+
+@contextmanager
+def row_shifts(model: nn.Module, shifts: Mapping[int, torch.Tensor], rows: slice,
+               positions: str = "generated") -> Iterator[None]:
+    """Add a *different* shift to every batch row: ``shifts[layer]`` is (R, heads*head_dim); rows ``rows``.
+
+    Lets one forward evaluate many candidate steerings (folds x K x alpha) side by side, which is how
+    cross-validation stays fast; same positions semantics as :meth:`Steering.apply`.
+    """
+    spec = get_arch_spec(model)
+    check_o_proj_widths(model, spec)
+    policy = check_positions(positions)
+    handle = SteeringHandle()
+    try:
+        for layer, shift in shifts.items():
+            if shift.dim() != 2 or shift.shape[1] != spec.q_size:
+                raise ConfigError(f"row shifts of layer {layer} must be (rows, {spec.q_size})")
+            per_row = shift[rows][:, None, :]
+            handle._handles.append(spec.o_proj(model, layer).register_forward_pre_hook(_shift_hook(per_row, policy)))
+        yield
+    finally:
+        handle.remove()
 
 
 class SteeringHandle:

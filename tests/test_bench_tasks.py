@@ -1,0 +1,140 @@
+"""Synthetic generators: calibrated to the tokenizer, seeded, answers really hidden in the context."""
+
+from __future__ import annotations
+
+import pytest
+
+from memalign.bench.prompts import count_tokens, encode, truncate_middle
+from memalign.bench.records import Record, read_records, write_records
+from memalign.bench.tasks import TaskContext, get_task, list_tasks
+from memalign.errors import ConfigError, DataError
+from memalign.testing import tiny_tokenizer
+
+from conftest import shared_data
+
+SYNTHETIC = [name for name, task in list_tasks().items() if task.synthetic]
+ESSAY = (
+    "Startups grow fast. Most founders underestimate how long things take! Good ideas look bad at first. "
+    "Users tell you what matters? Writing clarifies thinking. The best way to learn is to build something. "
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def haystack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("essays")
+    for i in range(3):
+        (folder / f"essay{i}.txt").write_text(ESSAY * (5 + i))
+    return folder
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_every_synthetic_task_fits_its_length_and_hides_the_answer(name, tok, haystack):
+    ctx = TaskContext(tok, haystack_dir=haystack)
+    length = 1500 if name in ("cwe",) else 700
+    records = get_task(name).records(ctx, length, 2, seed=3)
+    assert len(records) == 2 * (5 if name == "niah" else 1)
+    for record in records:
+        size = count_tokens(tok, record) + record.max_new_tokens
+        assert size <= length, f"{name}: {size} > {length}"
+        assert size > length * 0.6, f"{name}: {size} tokens is far below the target {length}"
+        assert record.task == name and record.id
+        if name not in ("cwe", "fwe"):  # aggregation tasks: the answers are frequent words, not needles
+            for gold in record.answer:
+                assert str(gold) in record.context or "Dolores" in record.context
+    again = get_task(name).records(ctx, length, 2, seed=3)
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in records]  # seeded
+
+
+@pytest.mark.parametrize("name", ["passkey", "niah_single_1", "vt", "niah_multikey_2", "ib_kv_retrieval"])
+def test_sample_i_does_not_depend_on_n_or_length(name, tok):
+    ctx = TaskContext(tok)
+    one = get_task(name).records(ctx, 600, 1, seed=0)[0]
+    three = get_task(name).records(ctx, 600, 3, seed=0)
+    longer = get_task(name).records(ctx, 1200, 1, seed=0)[0]
+    if name in ("passkey", "ib_kv_retrieval"):  # depths are spread over the n samples
+        assert one.answer == three[0].answer
+    else:
+        assert one.to_dict() == three[0].to_dict()
+    assert one.answer == longer.answer  # same content, more filler
+    assert count_tokens(tok, longer) > count_tokens(tok, one) + 300
+    assert len({tuple(r.answer) for r in three}) == 3  # different samples differ
+
+
+def test_ruler_templates_and_singular_rewrite(tok):
+    single = get_task("niah_single_1").records(TaskContext(tok), 600, 1, seed=0)[0]
+    assert single.context.startswith("A special magic number is hidden within the following text.")
+    assert single.question.startswith("What is the special magic number for ")
+    assert single.answer_prefix.endswith("mentioned in the provided text is")
+    assert single.max_new_tokens == 128 and single.metric == "string_match_all"
+    assert f"is: {single.answer[0]}." in single.context
+    vt = get_task("vt").records(TaskContext(tok), 800, 1, seed=0)[0]
+    assert len(vt.answer) == 5 and all(f"VAR {v} =" in vt.context for v in vt.answer)
+    assert "5 variables are assgined the value" in vt.answer_prefix  # RULER's spelling
+
+
+def test_cwe_and_fwe_gold_are_the_most_frequent(tok):
+    cwe = get_task("cwe").records(TaskContext(tok), 3000, 1, seed=0)[0]
+    listed = cwe.context.split("most often.\n")[-1]
+    words = [w for w in listed.split() if not w.rstrip(".").isdigit()]
+    counts = {w: words.count(w) for w in set(words)}
+    top = sorted(counts, key=counts.get, reverse=True)[:10]
+    assert set(top) == set(cwe.answer)
+    fwe = get_task("fwe").records(TaskContext(tok), 1500, 1, seed=0)[0]
+    coded = fwe.context.split("coded words. ")[1].split()
+    ranking = sorted(set(coded), key=coded.count, reverse=True)
+    assert ranking[0] == "..." and ranking[1:4] == fwe.answer
+
+
+def test_needle_depth_grid(tok, haystack):
+    ctx = TaskContext(tok, haystack_dir=haystack, depths=(0.0, 1.0))
+    first, last = get_task("niah").records(ctx, 600, 1, seed=0)
+    assert first.meta["depth"] == 0.0 and last.meta["depth"] == 1.0
+    body = first.context.removeprefix("<document>\n")
+    assert body.startswith("The best thing to do in San Francisco")
+    assert last.context.rstrip().removesuffix("</document>").rstrip().endswith("sunny day.")
+    passkeys = get_task("passkey").records(TaskContext(tok, depths=(0.0, 0.5)), 600, 2, seed=0)
+    assert [r.meta["depth"] for r in passkeys] == [0.0, 0.0, 0.5, 0.5]
+
+
+def test_errors_say_what_to_do(tok):
+    with pytest.raises(ConfigError, match="--haystack"):
+        get_task("niah_single_2").records(TaskContext(tok), 600, 1, seed=0)
+    with pytest.raises(DataError, match="target length"):
+        get_task("vt").records(TaskContext(tok), 100, 1, seed=0)
+    with pytest.raises(ConfigError, match="unknown task"):
+        get_task("nope")
+    with pytest.raises(ConfigError):
+        TaskContext(tok, depths=(1.5,))
+
+
+def test_prompt_encoding_split_and_truncation(tok):
+    record = Record(context="lots of context " * 20, question="What?", answer_prefix="Answer:", answer=["x"],
+                    max_new_tokens=4, task="t", metric="string_match_all")
+    prompt = encode(tok, record)
+    text = tok.decode(prompt.input_ids)
+    assert text.startswith("<|im_start|>user\nlots of context") and text.endswith("<|im_start|>assistant\nAnswer:")
+    assert "What?" not in tok.decode(prompt.input_ids[:prompt.context_len])
+    assert "What?" in tok.decode(prompt.input_ids[prompt.context_len - 1:])
+    cut = truncate_middle(prompt, 40)
+    assert len(cut) == 40 and cut.input_ids[:20] == prompt.input_ids[:20] and cut.input_ids[-20:] == prompt.input_ids[-20:]
+    raw = encode(tok, Record(context="ctx ", question="Q?", answer_prefix="A:", answer=["x"], max_new_tokens=1,
+                             task="t", metric="qa_f1", chat_template=False))
+    assert tok.decode(raw.input_ids) == "ctx Q? A:"  # raw prompts: question and prefix joined by one space
+
+
+def test_records_round_trip(tmp_path, tok):
+    records = get_task("passkey").records(TaskContext(tok), 600, 2, seed=0)
+    path = write_records(tmp_path / "r.jsonl", records, [{"input_ids": [1, 2]}] * 2)
+    assert read_records(path) == records
+
+
+def test_paul_graham_haystack_real_text():
+    folder = shared_data("haystack", "paul_graham")
+    ctx = TaskContext(tiny_tokenizer(), haystack_dir=folder)
+    record = get_task("niah_single_2").records(ctx, 2000, 1, seed=0)[0]
+    assert "special magic number" in record.context and record.answer[0] in record.context
