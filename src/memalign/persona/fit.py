@@ -37,7 +37,7 @@ from memalign.persona.scoring import check_prediction
 from memalign.persona.session import QuestionnaireSession
 from memalign.persona.steering import Steering, check_positions
 from memalign.persona.subjects import SubjectAnswers
-from memalign.progress import progress_bar
+from memalign.progress import progress_bar, status
 
 PALIGN_ALPHA_GRID = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
 
@@ -145,6 +145,29 @@ def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], ra
     return out, scores.accuracy[ranking[:ranking_k]]
 
 
+def _sweep_generated(session: QuestionnaireSession, candidates: list[tuple[int, float, list[int], Steering]],
+                     raw: Mapping[int, int | None], errors: dict[tuple[int, float], list[float]],
+                     prediction: str) -> None:
+    """Score every (candidate, held-out item) pair in a few wide forwards, one shift per row."""
+    items: list[int] = []
+    blocks: list[tuple[int, int, dict[int, torch.Tensor]]] = []
+    for _, alpha, held_out, steering in candidates:
+        held = [i for i in held_out if raw[i] is not None]
+        blocks.append((len(items), len(items) + len(held), steering.layer_shifts(alpha)))
+        items += held
+    if not items:
+        return
+    q_size = candidates[0][3].q_size
+    shifts: dict[int, torch.Tensor] = {}
+    for begin, end, layer_shifts in blocks:
+        for layer, shift in layer_shifts.items():
+            shifts.setdefault(layer, torch.zeros(len(items), q_size))[begin:end] = shift
+    with status(f"Scoring {len(candidates)} candidate steerings on their held-out items ({len(items)} rows)"):
+        predictions = session.score_rows(items, shifts).predictions(prediction).tolist()
+    for (k, alpha, _, _), (begin, end, _) in zip(candidates, blocks, strict=True):
+        errors[(k, alpha)].extend(abs(predictions[r] - raw[items[r]]) for r in range(begin, end))
+
+
 def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
                  answers: SubjectAnswers | Mapping[int, int | None], config: FitConfig | None = None,
                  meta: Mapping[str, Any] | None = None) -> FitResult:
@@ -181,18 +204,24 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
         base = session.score(item_ids=scored).abs_errors(raw, config.prediction)
         for k in ks:
             errors[(k, 0.0)] = [base[i] for i in scored]
-    total = len(fold_items) * len(ks) * len(nonzero)
-    with progress_bar("Choosing strength by cross-validation", total=total, unit="fits") as advance:
+    candidates: list[tuple[int, float, list[int], Steering]] = []
+    with progress_bar("Fitting fold probes", total=len(fold_items), unit="folds") as advance:
         for f, held_out in enumerate(fold_items):
             train_stances = {i: stances[i] for i in labeled if i not in set(held_out)}
             if sum(1 for s in train_stances.values() if s) < 2:
                 raise DataError("too few non-neutral training answers outside a CV fold; lower cv_folds")
             steerings, _ = _heads_steering(activations, train_stances, 0, spec, config, config.seed + 1 + f, ks)
-            for k in ks:
-                for alpha in nonzero:
-                    scores = session.score(steerings[k], alpha=alpha, item_ids=held_out)
-                    errors[(k, alpha)].extend(scores.abs_errors(raw, config.prediction).values())
-                    advance(1)
+            candidates += [(k, alpha, held_out, steerings[k]) for k in ks for alpha in nonzero]
+            advance(1)
+    if config.positions == "generated":
+        _sweep_generated(session, candidates, raw, errors, config.prediction)
+    else:
+        with progress_bar("Scoring candidates (positions=all re-encodes prompts)", total=len(candidates),
+                          unit="fits") as advance:
+            for k, alpha, held_out, steering in candidates:
+                scores = session.score(steering, alpha=alpha, item_ids=held_out)
+                errors[(k, alpha)].extend(scores.abs_errors(raw, config.prediction).values())
+                advance(1)
     cv_mae = {key: sum(v) / len(v) for key, v in errors.items()}
     best_k, best_alpha = min(cv_mae, key=lambda key: (round(cv_mae[key], 12), abs(key[1]), key[0]))
 
