@@ -18,11 +18,13 @@ BUDGET = ["--n-init", "128", "--n-local", "2048", "--n-mem", "1024", "--chunk-si
 TASKS = "passkey,niah_single_1,niah_multikey_1,vt"
 
 STEPS: dict[str, list[str]] = {
-    "smollm2-4k8k": ["-t", TASKS, "--lengths", "4k,8k", "-m", "full,em-llm", "--model", "smollm2-135m-instruct",
-                     "--samples", "2", *BUDGET],
-    "qwen-4k": ["-t", "passkey,niah_single_1", "--lengths", "4k", "-m", "full,em-llm",
-                "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "2", *BUDGET],
-    "smollm2-baselines": ["-t", TASKS, "--lengths", "4k,8k", "-m", "infllm,streaming",
+    "smollm2-4k": ["-t", TASKS, "--lengths", "4k", "-m", "full,em-llm", "--model", "smollm2-135m-instruct",
+                   "--samples", "2", *BUDGET],
+    "qwen-4k": ["-t", "passkey", "--lengths", "4k", "-m", "full,em-llm", "--model", "qwen2.5-coder-0.5b-instruct",
+                "--samples", "2", *BUDGET],
+    "smollm2-8k": ["-t", TASKS, "--lengths", "8k", "-m", "full,em-llm", "--model", "smollm2-135m-instruct",
+                   "--samples", "2", *BUDGET],
+    "smollm2-baselines": ["-t", "passkey,niah_single_1", "--lengths", "4k,8k", "-m", "infllm,streaming",
                           "--model", "smollm2-135m-instruct", "--samples", "2", *BUDGET],
     "smollm2-16k": ["-t", "passkey", "--lengths", "16k", "-m", "em-llm,full", "--model", "smollm2-135m-instruct",
                     "--samples", "2", *BUDGET],

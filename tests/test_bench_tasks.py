@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import shared_data
 
 from memalign.bench.prompts import count_tokens, encode, truncate_middle
 from memalign.bench.records import Record, read_records, write_records
@@ -10,8 +11,7 @@ from memalign.bench.tasks import TaskContext, get_task, list_tasks
 from memalign.errors import ConfigError, DataError
 from memalign.testing import tiny_tokenizer
 
-from conftest import shared_data
-
+LENGTH = {"vt": 2500, "cwe": 3000, "fwe": 2000}  # the tiny byte-level tokenizer makes prompts long
 SYNTHETIC = [name for name, task in list_tasks().items() if task.synthetic]
 ESSAY = (
     "Startups grow fast. Most founders underestimate how long things take! Good ideas look bad at first. "
@@ -35,7 +35,7 @@ def haystack(tmp_path_factory):
 @pytest.mark.parametrize("name", SYNTHETIC)
 def test_every_synthetic_task_fits_its_length_and_hides_the_answer(name, tok, haystack):
     ctx = TaskContext(tok, haystack_dir=haystack)
-    length = 1500 if name in ("cwe",) else 700
+    length = LENGTH.get(name, 1200)
     records = get_task(name).records(ctx, length, 2, seed=3)
     assert len(records) == 2 * (5 if name == "niah" else 1)
     for record in records:
@@ -53,9 +53,10 @@ def test_every_synthetic_task_fits_its_length_and_hides_the_answer(name, tok, ha
 @pytest.mark.parametrize("name", ["passkey", "niah_single_1", "vt", "niah_multikey_2", "ib_kv_retrieval"])
 def test_sample_i_does_not_depend_on_n_or_length(name, tok):
     ctx = TaskContext(tok)
-    one = get_task(name).records(ctx, 600, 1, seed=0)[0]
-    three = get_task(name).records(ctx, 600, 3, seed=0)
-    longer = get_task(name).records(ctx, 1200, 1, seed=0)[0]
+    base = LENGTH.get(name, 800)
+    one = get_task(name).records(ctx, base, 1, seed=0)[0]
+    three = get_task(name).records(ctx, base, 3, seed=0)
+    longer = get_task(name).records(ctx, 2 * base, 1, seed=0)[0]
     if name in ("passkey", "ib_kv_retrieval"):  # depths are spread over the n samples
         assert one.answer == three[0].answer
     else:
@@ -72,7 +73,7 @@ def test_ruler_templates_and_singular_rewrite(tok):
     assert single.answer_prefix.endswith("mentioned in the provided text is")
     assert single.max_new_tokens == 128 and single.metric == "string_match_all"
     assert f"is: {single.answer[0]}." in single.context
-    vt = get_task("vt").records(TaskContext(tok), 800, 1, seed=0)[0]
+    vt = get_task("vt").records(TaskContext(tok), 2500, 1, seed=0)[0]
     assert len(vt.answer) == 5 and all(f"VAR {v} =" in vt.context for v in vt.answer)
     assert "5 variables are assgined the value" in vt.answer_prefix  # RULER's spelling
 
@@ -84,7 +85,7 @@ def test_cwe_and_fwe_gold_are_the_most_frequent(tok):
     counts = {w: words.count(w) for w in set(words)}
     top = sorted(counts, key=counts.get, reverse=True)[:10]
     assert set(top) == set(cwe.answer)
-    fwe = get_task("fwe").records(TaskContext(tok), 1500, 1, seed=0)[0]
+    fwe = get_task("fwe").records(TaskContext(tok), 2000, 1, seed=0)[0]
     coded = fwe.context.split("coded words. ")[1].split()
     ranking = sorted(set(coded), key=coded.count, reverse=True)
     assert ranking[0] == "..." and ranking[1:4] == fwe.answer
@@ -92,18 +93,18 @@ def test_cwe_and_fwe_gold_are_the_most_frequent(tok):
 
 def test_needle_depth_grid(tok, haystack):
     ctx = TaskContext(tok, haystack_dir=haystack, depths=(0.0, 1.0))
-    first, last = get_task("niah").records(ctx, 600, 1, seed=0)
+    first, last = get_task("niah").records(ctx, 900, 1, seed=0)
     assert first.meta["depth"] == 0.0 and last.meta["depth"] == 1.0
     body = first.context.removeprefix("<document>\n")
     assert body.startswith("The best thing to do in San Francisco")
     assert last.context.rstrip().removesuffix("</document>").rstrip().endswith("sunny day.")
-    passkeys = get_task("passkey").records(TaskContext(tok, depths=(0.0, 0.5)), 600, 2, seed=0)
+    passkeys = get_task("passkey").records(TaskContext(tok, depths=(0.0, 0.5)), 800, 2, seed=0)
     assert [r.meta["depth"] for r in passkeys] == [0.0, 0.0, 0.5, 0.5]
 
 
 def test_errors_say_what_to_do(tok):
     with pytest.raises(ConfigError, match="--haystack"):
-        get_task("niah_single_2").records(TaskContext(tok), 600, 1, seed=0)
+        get_task("niah_single_2").records(TaskContext(tok), 800, 1, seed=0)
     with pytest.raises(DataError, match="target length"):
         get_task("vt").records(TaskContext(tok), 100, 1, seed=0)
     with pytest.raises(ConfigError, match="unknown task"):
@@ -121,14 +122,15 @@ def test_prompt_encoding_split_and_truncation(tok):
     assert "What?" not in tok.decode(prompt.input_ids[:prompt.context_len])
     assert "What?" in tok.decode(prompt.input_ids[prompt.context_len - 1:])
     cut = truncate_middle(prompt, 40)
-    assert len(cut) == 40 and cut.input_ids[:20] == prompt.input_ids[:20] and cut.input_ids[-20:] == prompt.input_ids[-20:]
+    assert len(cut) == 40 and cut.input_ids[:20] == prompt.input_ids[:20]
+    assert cut.input_ids[-20:] == prompt.input_ids[-20:]
     raw = encode(tok, Record(context="ctx ", question="Q?", answer_prefix="A:", answer=["x"], max_new_tokens=1,
                              task="t", metric="qa_f1", chat_template=False))
     assert tok.decode(raw.input_ids) == "ctx Q? A:"  # raw prompts: question and prefix joined by one space
 
 
 def test_records_round_trip(tmp_path, tok):
-    records = get_task("passkey").records(TaskContext(tok), 600, 2, seed=0)
+    records = get_task("passkey").records(TaskContext(tok), 800, 2, seed=0)
     path = write_records(tmp_path / "r.jsonl", records, [{"input_ids": [1, 2]}] * 2)
     assert read_records(path) == records
 

@@ -3,7 +3,8 @@
 The prompt is the chat template applied to one user turn ``context + question``, followed by the
 ``answer_prefix`` after the assistant header (what kvpress's pipeline builds). Records flagged
 ``chat_template=False`` (LongBench's few-shot and code tasks, base models without a template) are
-fed as raw text. ``context_len`` marks how many leading tokens belong to the context: a
+fed as raw text (question and answer prefix then joined by one space). ``context_len`` marks how
+many leading tokens belong to the context: a
 prefill-compression method (kvpress) may compress those and must keep the rest verbatim.
 """
 
@@ -39,7 +40,9 @@ def render(tokenizer: PreTrainedTokenizerBase, record: Record) -> tuple[str, str
         if not sep:
             raise ValueError("the chat template dropped part of the user message; cannot split context/question")
         return head, tail + record.answer_prefix, False
-    return record.context, record.question + record.answer_prefix, True
+    # Raw prompts (no chat turn to separate them): one space between a question and an answer prefix.
+    glue = " " if record.answer_prefix and record.question and not record.question[-1].isspace() else ""
+    return record.context, record.question + glue + record.answer_prefix, True
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, record: Record) -> EncodedPrompt:

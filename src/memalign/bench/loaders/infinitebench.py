@@ -70,7 +70,11 @@ def _fields(task: str, row: dict[str, Any], lineno: int) -> dict[str, Any]:
             raise DataError(f"InfiniteBench {task}: row {lineno} needs 4 options, has {len(options)}")
         fields.update({f"OPTION_{c}": o for c, o in zip("ABCD", options, strict=True)})
     if task == "kv_retrieval":
-        fields["key"] = row["input"][6:44]  # InfLLM: the quoted UUID inside 'Key: "..."'
+        # InfLLM slices input[6:44], the quoted key; a regex finds the same quoted key without position assumptions.
+        found_key = re.search(r'"[^"]+"', row["input"])
+        if not found_key:
+            raise DataError(f"InfiniteBench kv_retrieval: row {lineno} input has no quoted key")
+        fields["key"] = found_key.group(0)
     if task == "math_find":
         found = re.findall(r"The .+ of", row["input"])
         if not found:

@@ -1,0 +1,146 @@
+"""Methods, runner (result folders, resume), report and CLI on tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from memalign.bench.methods import METHODS, Budget, FullAttention, MemoryMethod, make_method
+from memalign.bench.report import collect, markdown_table, write_plots
+from memalign.bench.runner import RunConfig, run_records
+from memalign.bench.tasks import TaskContext, get_task
+from memalign.cli import app
+from memalign.cli.bench import parse_lengths
+from memalign.errors import ConfigError
+from memalign.testing import tiny_model, tiny_tokenizer
+
+
+def _em_available() -> bool:
+    import memalign.memory as memory
+
+    return hasattr(memory, "EpisodicMemory") and hasattr(memory, "EMConfig")
+
+
+needs_em = pytest.mark.skipif(not _em_available(), reason="EM engine not available (memalign.memory)")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama"), tiny_tokenizer()
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 4096])
+def test_full_attention_equals_model_generate(tiny, chunk):
+    model, _ = tiny
+    ids = torch.randint(5, 500, (1, 150), generator=torch.Generator().manual_seed(0))
+    ours = FullAttention(prefill_chunk=chunk).generate(model, ids, 12, stop_ids=set())
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                         min_new_tokens=12, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    assert ours == ref
+
+
+def test_full_attention_stops_at_stop_token(tiny):
+    model, _ = tiny
+    ids = torch.randint(5, 500, (1, 40), generator=torch.Generator().manual_seed(1))
+    free = FullAttention().generate(model, ids, 8, stop_ids=set())
+    stopped = FullAttention().generate(model, ids, 8, stop_ids={free[3]})
+    assert stopped == free[:free.index(free[3])]
+
+
+def test_budget_and_method_configs():
+    budget = Budget(n_init=16, n_local=256, n_mem=128, chunk_size=64)
+    assert budget.total == 400 and budget.tag() == "i16-l256-m128-c64"
+    streaming = make_method("streaming", budget)
+    assert isinstance(streaming, MemoryMethod)
+    assert streaming.em_fields()["n_mem"] == 0 and streaming.em_fields()["n_local"] == 384  # equal total budget
+    assert make_method("infllm", budget).em_fields()["segmentation"] == "uniform"
+    assert make_method("em-llm+refine+contiguity", budget).em_fields()["refinement"] == "modularity"
+    for name in METHODS:
+        if name != "full":  # every memory method spends exactly the same budget
+            fields = make_method(name, budget).em_fields()
+            assert fields["n_init"] + fields["n_local"] + fields["n_mem"] == budget.total
+    with pytest.raises(ConfigError, match="chunk_size"):
+        Budget(n_local=100, chunk_size=512)
+    with pytest.raises(ConfigError, match="unknown method"):
+        make_method("magic", budget)
+
+
+@needs_em
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "full"])
+def test_memory_methods_build_valid_engine_configs(name):
+    make_method(name, Budget(n_init=16, n_local=256, n_mem=128, chunk_size=64)).em_config()
+
+
+@needs_em
+def test_memory_method_without_eviction_matches_full(tiny):
+    model, _ = tiny
+    ids = torch.randint(5, 500, (1, 200), generator=torch.Generator().manual_seed(2))
+    full = FullAttention().generate(model, ids, 6, stop_ids=set())
+    em = make_method("em-llm", Budget(n_init=16, n_local=1024, n_mem=128, chunk_size=64)).generate(
+        model, ids, 6, stop_ids=set())
+    assert em == full  # n_local >= length: nothing evicted, the engine must reproduce the model
+
+
+def test_run_records_writes_resumes_and_reports(tiny, tmp_path):
+    model, tok = tiny
+    cfg = RunConfig("passkey", 600, "full", "tiny:llama", samples=3)
+    records = get_task("passkey").records(TaskContext(tok), 600, 3, seed=0)
+    first = run_records(cfg, records[:2], model, tok, tmp_path)
+    folder = tmp_path / cfg.name()
+    assert cfg.name() == "passkey__600__tiny-llama__full__seed0"
+    assert first["n"] == 2 and first["n_failed"] == 0 and first["score"] is not None
+    assert set(first["by_depth"]) == {"0.000", "0.500"}
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["task"] == "passkey" and config["method_config"]["name"] == "full"
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [records[0].id, records[1].id]
+    assert all({"prediction", "answer", "score", "prompt_tokens", "seconds"} <= set(r) for r in rows)
+    # resume: only the missing third item is computed
+    second = run_records(cfg, records, model, tok, tmp_path)
+    assert second["n"] == 3 and len((folder / "predictions.jsonl").read_text().splitlines()) == 3
+    # a complete folder is skipped without touching it
+    mtime = (folder / "predictions.jsonl").stat().st_mtime_ns
+    run_records(cfg, records, model, tok, tmp_path)
+    assert (folder / "predictions.jsonl").stat().st_mtime_ns == mtime
+    results = collect([tmp_path])
+    assert [name for name, _ in results] == [cfg.name()]
+    assert "| full | 0.0 (3) |" in markdown_table(results) or "| full |" in markdown_table(results)
+    plots = write_plots(results, tmp_path / "plots")
+    assert any(p.name.endswith("__length.png") for p in plots) and any("depth" in p.name for p in plots)
+    assert all(p.stat().st_size > 1000 for p in plots)
+
+
+def test_run_config_names_and_validation():
+    mem = RunConfig("vt", 8192, "em-llm", "/models/Qwen3-8B", budget=Budget(n_local=2048, n_mem=1024))
+    assert mem.name() == "vt__8192__Qwen3-8B__em-llm__i128-l2048-m1024-c512__seed0"
+    with pytest.raises(ConfigError):
+        RunConfig("passkey", 0, "full", "m")
+    with pytest.raises(ConfigError):
+        RunConfig("passkey", 4096, "full", "m", samples=0)
+    assert parse_lengths("4k, 8K,100") == [4096, 8192, 100]
+    with pytest.raises(ConfigError):
+        parse_lengths("4m")
+
+
+def test_cli_run_report_and_listing(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", "run", "-t", "niah_single_1", "--lengths", "600", "-m", "full",
+                                 "--model", "tiny:qwen2", "--samples", "1", "--out", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "res" / "niah_single_1__600__tiny-qwen2__full__seed0" / "metrics.json").is_file()
+    report = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--markdown", str(tmp_path / "t.md")])
+    assert report.exit_code == 0, report.output
+    assert "niah_single_1" in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "res" / "plots").is_dir()
+    listing = runner.invoke(app, ["bench", "tasks"])
+    assert listing.exit_code == 0 and "niah_multikey_3" in listing.output and "longbench" in listing.output
+    assert "em-llm+refine" in runner.invoke(app, ["bench", "methods"]).output
+    export = runner.invoke(app, ["bench", "generate", "-t", "passkey", "--lengths", "600", "--model", "tiny:llama",
+                                 "--samples", "2", "--out", str(tmp_path / "r.jsonl")])
+    assert export.exit_code == 0, export.output
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and 0 < rows[0]["context_len"] < len(rows[0]["input_ids"]) <= 600
