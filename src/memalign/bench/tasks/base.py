@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,7 +31,6 @@ class TaskContext:
     haystack_dir: Path | None = None
     data_dir: Path | None = None
     depths: tuple[float, ...] | None = None  # needle depths in [0, 1]; None = the task's default
-    options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.depths is not None and any(not 0.0 <= d <= 1.0 for d in self.depths):

@@ -35,18 +35,3 @@ def _sentences(directory: str) -> tuple[str, ...]:
 def essay_sentences(directory: Path) -> tuple[str, ...]:
     """Sentences of the essays (a regex split at . ! ? before a capital: RULER uses nltk's punkt)."""
     return _sentences(str(Path(directory).resolve()))
-
-
-def take_cyclic(items: tuple[str, ...], k: int, start: int = 0) -> list[str]:
-    """``k`` items from ``start``, wrapping around (RULER repeats the essays when they run out)."""
-    if not items:
-        raise DataError("empty haystack")
-    return [items[(start + i) % len(items)] for i in range(k)]
-
-
-def insert_at_depths(units: list[str], needles: list[str], depths: list[float]) -> list[str]:
-    """Insert each needle before the unit at ``depth * len(units)`` (needles keep their order)."""
-    out = list(units)
-    for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda nd: nd[1], reverse=True):
-        out.insert(int(round(depth * len(units))), needle)
-    return out

@@ -1,7 +1,9 @@
 """Needle in a haystack (gkamradt) over real essays, swept over a depth x length grid.
 
-The needle is inserted at a token-level depth of the haystack, moved back to the previous sentence
-end as in gkamradt's script; no LLM judge: the score is the recall of the needle's answer words.
+The needle is inserted between sentences at the requested depth of the haystack (gkamradt inserts at a
+token depth and then backs up to the previous sentence end: the same place up to one sentence); the
+haystack size is calibrated in the model's tokens. No LLM judge: the score is the recall of the
+needle's answer words in the reply.
 """
 
 from __future__ import annotations
