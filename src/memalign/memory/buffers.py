@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -25,15 +27,38 @@ class TokenBuffer:
     def dtype(self) -> torch.dtype:
         return self._data.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self._data.device
+
+    @property
+    def capacity(self) -> int:
+        """Tokens the storage holds before the next append reallocates (live + free slots)."""
+        return self._data.shape[1] - self.begin
+
     def view(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = len(self) if stop is None else stop
         return self._data[:, self.begin + start:self.begin + stop]
+
+    def _grows(self, n: int) -> bool:
+        """Whether appending ``n`` tokens reallocates into a larger tensor (rather than fitting or compacting)."""
+        if self.end + n <= self._data.shape[1]:
+            return False
+        return not (self.begin > 0 and len(self) + n <= self._data.shape[1] // 2)
+
+    def nbytes_after_append(self, n: int) -> int:
+        """Bytes allocated after appending ``n`` tokens, so callers can move a buffer before it outgrows a budget."""
+        if not self._grows(n):
+            return self.nbytes()
+        tokens = max(2 * self._data.shape[1], len(self) + n)
+        per_token = self._data.element_size() * self._data.shape[0] * math.prod(self._data.shape[2:])
+        return per_token * tokens
 
     def append(self, x: torch.Tensor) -> None:
         n = x.shape[1]
         if self.end + n > self._data.shape[1]:
             live = len(self)
-            if self.begin > 0 and live + n <= self._data.shape[1] // 2:
+            if not self._grows(n):
                 self._data[:, :live] = self._data[:, self.begin:self.end].clone()
             else:
                 grown = torch.empty(self._data.shape[0], max(2 * self._data.shape[1], live + n),

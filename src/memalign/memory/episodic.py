@@ -269,6 +269,8 @@ class EpisodicMemory:
         Returns only the new tokens [B, <=max_new_tokens]. Pass the same ``cache`` again to continue a
         conversation (multi-turn): the new ``input_ids`` are appended to everything already in memory.
         """
+        if streamer is not None:
+            streamer.put(input_ids.cpu())  # as transformers' generate: the prompt first (skipped by skip_prompt)
         cache, logits = self.prefill(input_ids, cache, attention_mask, progress)
         eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
         decoder = self.spec.decoder(self.model)

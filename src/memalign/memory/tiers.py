@@ -1,0 +1,338 @@
+"""Storage tiers of event K/V: a paged in-memory archive that spills its oldest pages to disk, and an
+accelerator LRU of whole events.
+
+Why pages: events are consecutive runs of tokens, so one append-only, token-major archive holds them
+all; cutting it into fixed-size pages gives a host budget with a fine grain, lets the oldest tokens
+leave memory without moving the rest (no compaction, no doubling copy of a multi-GB buffer), and maps
+one page to one file. Token-major ``[token, (k|v), kv_head, head_dim]`` keeps one event's K *and* V in
+one contiguous byte range: one DMA to the accelerator, one contiguous read from a mapped file.
+
+Disk pages are written as raw bytes (bf16 included, never converted) and read back through
+``torch.from_file`` mappings (private, read-only use; no file descriptor is kept open), so a page
+read back is bit-identical to the one written and costs no RAM beyond the OS page cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import shutil
+import tempfile
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import torch
+
+from memalign.errors import ConfigError
+from memalign.memory.store_config import OffloadError
+
+# Mapped disk pages kept per archive (LRU). A mapping costs no file descriptor, but mapping a page
+# afresh for each read costs ~4x a read through a live mapping (mmap + faults + munmap), and retrieval
+# has locality. The cap keeps the process within vm.max_map_count (65530 by default) even with
+# many layers x sequences: 24 layers x 8 sequences x 128 = 24.6k mappings.
+MAX_MAPPED_PAGES = 128
+_MIN_PAGE_ALLOC = 256  # first allocation of a page, in tokens (short inputs do not pay a full page)
+
+
+def write_file(path: Path, data: memoryview) -> None:
+    """Write ``data`` to a new file at ``path``.
+
+    A module-level function so tests can simulate a full disk by replacing it.
+    """
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _offload_message(directory: Path, error: OSError, action: str) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left in offload directory {str(directory)!r} while {action}: free disk space there, "
+                "point StoreConfig.offload_dir at a larger disk, or raise StoreConfig.host_budget_bytes "
+                "(None keeps all event K/V in memory)")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"offload directory {str(directory)!r} is not writable ({error.strerror}) while {action}: "
+                "set StoreConfig.offload_dir to a writable directory, or raise StoreConfig.host_budget_bytes "
+                "so nothing spills to disk")
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return (f"offload directory {str(directory)!r} does not exist or is not a directory ({action}): "
+                "create it or set StoreConfig.offload_dir to an existing, writable directory")
+    return (f"could not write event K/V to {str(directory)!r} while {action} ({error}): set "
+            "StoreConfig.offload_dir to a working directory or raise StoreConfig.host_budget_bytes")
+
+
+class PagedArchive:
+    """Append-only token archive ``[tokens, *token_shape]`` in pages of ``page_tokens`` tokens.
+
+    Pages ``[0, spilled)`` are files on disk, the rest live in memory on ``device`` (host memory,
+    pinned when ``pin``; or the model's device in the single-tier default). With ``budget_bytes`` set,
+    at most ``budget_bytes // page_bytes`` pages stay in memory: before an append needs a new page the
+    oldest full pages are written to disk. Spilling happens *before* anything is written, so a failure
+    (full disk, unwritable directory) leaves the archive exactly as it was.
+    """
+
+    def __init__(self, token_shape: Sequence[int], dtype: torch.dtype, device: torch.device, page_tokens: int,
+                 budget_bytes: int | None = None, offload_dir: str | os.PathLike[str] | None = None,
+                 pin: bool = False) -> None:
+        self.token_shape = tuple(int(s) for s in token_shape)
+        self.dtype, self.device, self.page_tokens, self.pin = dtype, device, page_tokens, pin
+        self.token_bytes = math.prod(self.token_shape) * torch.empty(0, dtype=dtype).element_size()
+        self.page_bytes = page_tokens * self.token_bytes
+        self.budget_bytes = budget_bytes
+        self.max_memory_pages: int | None = None
+        if budget_bytes is not None:
+            self.max_memory_pages = budget_bytes // self.page_bytes
+            if self.max_memory_pages < 2:
+                raise ConfigError(
+                    f"StoreConfig.host_budget_bytes={budget_bytes} per store holds fewer than two pages of "
+                    f"{page_tokens} tokens ({self.page_bytes} bytes each for this layer); raise it to at least "
+                    f"{2 * self.page_bytes} or lower StoreConfig.page_tokens"
+                )
+        self.offload_dir = Path(offload_dir) if offload_dir is not None else None
+        self.num_tokens = 0
+        self.spilled = 0  # pages [0, spilled) are on disk
+        self._pages: list[torch.Tensor | None] = []  # None: on disk
+        self._maps: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._dir: Path | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # ---- sizes ---------------------------------------------------------------------------------------
+    @property
+    def directory(self) -> Path | None:
+        """This archive's own spill directory (created on the first spill)."""
+        return self._dir
+
+    def memory_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self._pages[self.spilled:] if p is not None)
+
+    def disk_bytes(self) -> int:
+        return self.spilled * self.page_bytes
+
+    # ---- writing ------------------------------------------------------------------------------------
+    def reserve(self, n: int) -> None:
+        """Make room in memory for ``n`` more tokens, spilling the oldest full pages to disk if needed.
+
+        Raises :class:`OffloadError` (nothing appended, every stored token still readable) when the
+        disk refuses a page or when ``n`` tokens cannot fit the budget even with every older page spilled.
+        """
+        if self.max_memory_pages is None or n <= 0:
+            return
+        P = self.page_tokens
+        free = len(self._pages) * P - self.num_tokens
+        new_pages = -(-max(0, n - free) // P)
+        excess = len(self._pages) - self.spilled + new_pages - self.max_memory_pages
+        if excess <= 0:
+            return
+        spillable = self.num_tokens // P - self.spilled  # full pages still in memory
+        if spillable < excess:
+            raise OffloadError(
+                f"an event of {n} tokens needs {new_pages} new page(s) of {P} tokens, more than the host budget "
+                f"of {self.budget_bytes} bytes ({self.max_memory_pages} pages) can hold: raise "
+                "StoreConfig.host_budget_bytes or lower StoreConfig.page_tokens"
+            )
+        for _ in range(excess):
+            self._spill_oldest()
+
+    def append(self, x: torch.Tensor) -> None:
+        """Append ``x`` [n, *token_shape] (any device). Atomic: on failure nothing is appended."""
+        n = x.shape[0]
+        if tuple(x.shape[1:]) != self.token_shape:
+            raise ValueError(f"expected tokens of shape {self.token_shape}, got {tuple(x.shape[1:])}")
+        self.reserve(n)
+        start = self.num_tokens
+        try:
+            done = 0
+            while done < n:
+                page, offset = divmod(self.num_tokens, self.page_tokens)
+                take = min(n - done, self.page_tokens - offset)
+                buf = self._writable_page(page, offset + take)
+                buf[offset:offset + take] = x[done:done + take]
+                self.num_tokens += take
+                done += take
+        except BaseException:
+            self.truncate(start)
+            raise
+
+    def truncate(self, n: int) -> None:
+        """Forget tokens from ``n`` on (only tokens still in memory: used to undo a failed append)."""
+        if n > self.num_tokens or n < self.spilled * self.page_tokens:
+            raise ValueError(f"cannot truncate {self.num_tokens} tokens to {n}")
+        self.num_tokens = n
+        del self._pages[-(-n // self.page_tokens):]
+
+    def _writable_page(self, page: int, needed: int) -> torch.Tensor:
+        """The in-memory page ``page`` with room for ``needed`` tokens (allocated/grown geometrically)."""
+        P = self.page_tokens
+        if page == len(self._pages):
+            self._pages.append(self._alloc(min(P, max(needed, _MIN_PAGE_ALLOC))))
+        buf = self._pages[page]
+        assert buf is not None, "only the newest page is written and it is never on disk"
+        if buf.shape[0] < needed:
+            grown = self._alloc(min(P, max(2 * buf.shape[0], needed)))
+            filled = self.num_tokens - page * P
+            grown[:filled] = buf[:filled]
+            self._pages[page] = buf = grown
+        return buf
+
+    def _alloc(self, tokens: int) -> torch.Tensor:
+        return torch.empty((tokens, *self.token_shape), dtype=self.dtype, device=self.device, pin_memory=self.pin)
+
+    # ---- disk ---------------------------------------------------------------------------------------
+    def _page_path(self, page: int) -> Path:
+        assert self._dir is not None
+        return self._dir / f"page-{page:08d}.kv"
+
+    def _ensure_dir(self) -> Path:
+        if self._dir is None:
+            parent = self.offload_dir if self.offload_dir is not None else Path(tempfile.gettempdir())
+            try:
+                path = Path(tempfile.mkdtemp(prefix="memalign-kv-", dir=parent))
+            except OSError as e:
+                raise OffloadError(_offload_message(parent, e, "creating the spill directory")) from e
+            self._dir = path
+            # Removes the directory on close(), when the archive is garbage-collected, or at exit.
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(path), True)
+        return self._dir
+
+    def _spill_oldest(self) -> None:
+        page = self.spilled
+        data = self._pages[page]
+        assert data is not None and data.shape[0] == self.page_tokens
+        directory = self._ensure_dir()
+        path = self._page_path(page)
+        tmp = path.with_suffix(".tmp")
+        host = data if data.device.type == "cpu" else data.cpu()
+        raw = host.contiguous().view(torch.uint8).reshape(-1).numpy()
+        try:
+            write_file(tmp, memoryview(raw))
+            os.replace(tmp, path)
+        except OSError as e:
+            with suppress(OSError):
+                tmp.unlink()
+            raise OffloadError(_offload_message(directory, e, f"spilling page {page} of event K/V")) from e
+        self._pages[page] = None
+        self.spilled += 1
+
+    def _mapped(self, page: int) -> torch.Tensor:
+        view = self._maps.get(page)
+        if view is not None:
+            self._maps.move_to_end(page)
+            return view
+        path = self._page_path(page)
+        try:
+            raw = torch.from_file(str(path), shared=False, size=self.page_bytes, dtype=torch.uint8)
+        except RuntimeError as e:
+            raise OffloadError(f"cannot read spilled event K/V page {str(path)!r} ({e}); was the offload "
+                               "directory removed or truncated while the model was running?") from e
+        view = raw.view(self.dtype).view(self.page_tokens, *self.token_shape)
+        self._maps[page] = view
+        if len(self._maps) > MAX_MAPPED_PAGES:
+            self._maps.popitem(last=False)
+        return view
+
+    # ---- reading ------------------------------------------------------------------------------------
+    def page_view(self, page: int) -> torch.Tensor:
+        """Page ``page`` ([page_tokens or fewer, *token_shape]): the memory tensor or the file mapping."""
+        data = self._pages[page]
+        return data if data is not None else self._mapped(page)
+
+    def read(self, start: int, stop: int) -> list[torch.Tensor]:
+        """Views of tokens [start, stop) in order, one per page crossed (memory tensors or file mappings).
+
+        The views alias the archive: copy them before the archive changes (spills free memory pages).
+        """
+        if not 0 <= start <= stop <= self.num_tokens:
+            raise IndexError(f"tokens [{start}, {stop}) outside the archive of {self.num_tokens}")
+        pieces = []
+        t = start
+        while t < stop:
+            page, offset = divmod(t, self.page_tokens)
+            take = min(stop - t, self.page_tokens - offset)
+            pieces.append(self.page_view(page)[offset:offset + take])
+            t += take
+        return pieces
+
+    def is_on_disk(self, token: int) -> bool:
+        return token // self.page_tokens < self.spilled
+
+    def close(self) -> None:
+        """Free memory pages, unmap and delete the files (idempotent)."""
+        self._maps.clear()
+        self._pages = []
+        self.num_tokens = self.spilled = 0
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+class EventCache:
+    """LRU of whole events' K/V ``[n, *token_shape]`` on the accelerator, bounded in tokens.
+
+    Entries may be *pending*: copied on a side stream by a prefetch, with a CUDA event that the
+    consumer's stream waits on (a device-side wait, the host never blocks) before first use.
+    """
+
+    def __init__(self, capacity_tokens: int) -> None:
+        self.capacity_tokens = capacity_tokens
+        self.tokens = 0
+        self._entries: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._ready: dict[int, torch.cuda.Event] = {}
+        self.hits = self.misses = 0
+
+    def __contains__(self, event_id: int) -> bool:
+        return event_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def order(self) -> list[int]:
+        """Cached event ids, least recently used first."""
+        return list(self._entries)
+
+    def get(self, event_id: int) -> torch.Tensor | None:
+        """The cached K/V of ``event_id`` (marked most recently used), or None."""
+        data = self._entries.get(event_id)
+        if data is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(event_id)
+        ready = self._ready.pop(event_id, None)
+        if ready is not None:
+            stream = torch.cuda.current_stream(data.device)
+            stream.wait_event(ready)
+            data.record_stream(stream)  # allocated on the side stream, now also used here
+        return data
+
+    def put(self, event_id: int, data: torch.Tensor, ready: torch.cuda.Event | None = None) -> None:
+        """Insert as most recently used, evicting least recently used events to stay within capacity.
+
+        An event larger than the whole cache is not kept (the caller still holds its copy).
+        """
+        n = data.shape[0]
+        self.discard(event_id)
+        if n > self.capacity_tokens:
+            return
+        while self.tokens + n > self.capacity_tokens:
+            old, old_data = self._entries.popitem(last=False)
+            self._ready.pop(old, None)
+            self.tokens -= old_data.shape[0]
+        self._entries[event_id] = data
+        self.tokens += n
+        if ready is not None:
+            self._ready[event_id] = ready
+
+    def discard(self, event_id: int) -> None:
+        old = self._entries.pop(event_id, None)
+        if old is not None:
+            self._ready.pop(event_id, None)
+            self.tokens -= old.shape[0]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._entries.values())
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._ready.clear()
+        self.tokens = 0
