@@ -93,7 +93,7 @@ def test_second_person_rewording():
     assert to_second_person("Believe that I am better than others.") == "Believe that you are better than others."
     assert to_second_person("Use others for my own ends.") == "Use others for your own ends."
     assert to_second_person("Do more than what's expected of me.") == "Do more than what's expected of you."
-    assert to_second_person("Feel that I'm unable to deal with things.") == "Feel that you're unable to deal with things."
+    assert to_second_person("Feel that I'm unable to cope.") == "Feel that you're unable to cope."
     assert to_second_person("Dislike myself.") == "Dislike yourself."
 
 
