@@ -244,11 +244,15 @@ class EpisodicMemory:
         past = cache.get_seq_length()
         full_mask = attention_mask.to(device) if attention_mask is not None else None
         hidden = None
-        for a in range(0, input_ids.shape[1], self.config.chunk_size):
-            chunk = input_ids[:, a:a + self.config.chunk_size]
+        # Chunks end-aligned with the input: left-padded sequences of a batch then see the same chunk
+        # boundaries relative to their own tokens as when run alone (retrieval is per chunk).
+        total, size = input_ids.shape[1], self.config.chunk_size
+        bounds = [0, *range(total % size or size, total + 1, size)]
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            chunk = input_ids[:, a:b]
             kwargs: dict[str, Any] = {"input_ids": chunk, "past_key_values": cache, "use_cache": True}
             if full_mask is not None:
-                kwargs["attention_mask"] = full_mask[:, : past + a + chunk.shape[1]]
+                kwargs["attention_mask"] = full_mask[:, : past + b]
             hidden = decoder(**kwargs).last_hidden_state[:, -1]
             if progress is not None:
                 progress(chunk.shape[1])
