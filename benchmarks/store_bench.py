@@ -6,7 +6,8 @@ of 1 GiB split evenly over the layers; everything past it is spilled to memory-m
 
 ``device_MiB``/``host_MiB`` count everything a tier holds (K/V pages, device cache, representative
 vectors); the ``kv_`` columns only event K/V, the part bounded by the cache and the host budget.
-``rss_anon_MiB`` is the growth of anonymous resident memory during the fill (mapped file pages excluded).
+``rss_anon_MiB`` is the process's anonymous resident memory after the fill (mapped file pages excluded;
+the baseline before any store exists is printed in the header).
 
 Each gather mimics one retrieval of one layer: random events (sorted, as the retrieval returns them)
 up to ``--n-mem`` tokens. Patterns: ``recent`` draws from the newest events (the host tier),
@@ -101,7 +102,6 @@ def run(n_tokens: int, args: argparse.Namespace, offload_root: Path) -> list[dic
         sizes.append(rng.randint(args.min_event, args.max_event))
     sizes[-1] -= sum(sizes) - n_tokens
 
-    rss_before = rss_anon_bytes()
     stores = [EventStore(args.kv_heads, args.head_dim, args.heads * args.head_dim, dtype, device, config)
               for _ in range(args.layers)]
     t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def run(n_tokens: int, args: argparse.Namespace, offload_root: Path) -> list[dic
         position += size
     sync(device)
     fill_s = time.perf_counter() - t0
-    rss_fill = rss_anon_bytes() - rss_before
+    rss_fill = rss_anon_bytes()
 
     tiers = {"device": 0, "host": 0, "disk": 0}
     for store in stores:
@@ -206,7 +206,8 @@ def main() -> None:
     try:
         print(f"# {args.layers} layers x {args.kv_heads} kv heads x {args.head_dim} dims, {args.dtype}, "
               f"host budget {args.host_budget_gib} GiB, pages of {args.page_tokens} tokens, n_mem {args.n_mem}, "
-              f"device {args.device}, torch threads {torch.get_num_threads()}")
+              f"device {args.device}, torch threads {torch.get_num_threads()}, "
+              f"baseline RssAnon {rss_anon_bytes() / MiB:.0f} MiB")
         rows = []
         for n in args.tokens:
             rows.extend(run(n, args, root))
