@@ -55,8 +55,10 @@ def make_press(name: str, ratio: float, n_sink: int):  # noqa: ANN201 - kvpress 
 def worker(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from transformers.utils import logging as hf_logging
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=getattr(torch, args.dtype)).eval()
     out = Path(args.predictions)
