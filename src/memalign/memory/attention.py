@@ -34,7 +34,7 @@ def retrieve(layer: LayerMemory, q_mem: torch.Tensor, budget: int, config: EMCon
         layer.last_retrieved = []
         return []
     query = q_mem[0].float().mean(dim=1).reshape(-1)  # mean rotated query per head -> [H*D]
-    scores = store.repr_matrix().float() @ query
+    scores = store.scores(query)
     sizes = store.sizes
     ctg_budget = int(config.contiguity_fraction * budget)
     retrieved = select_by_similarity(scores, sizes, budget - ctg_budget)

@@ -67,7 +67,7 @@ class EMCache(Cache):
     def begin_forward(self, input_ids: torch.Tensor | None, valid: torch.Tensor) -> None:
         batch = valid.shape[0]
         if not self.sequences:
-            self.sequences = [self.memory.new_sequence() for _ in range(batch)]
+            self.sequences = [self.memory.new_sequence(batch) for _ in range(batch)]
         elif batch != len(self.sequences):
             raise ConfigError(f"this memory cache holds {len(self.sequences)} sequence(s), got a batch of {batch}")
         self._valid, self._input_ids = valid, input_ids
@@ -100,8 +100,16 @@ class EMCache(Cache):
         return self.seq_length
 
     def reset(self) -> None:
+        self.close()
         self.seq_length = 0
         self.sequences = []
+        self.unfed = None
+
+    def close(self) -> None:
+        """Release event storage (disk tier files included)."""
+        for seq in self.sequences:
+            for layer in seq.layers:
+                layer.close()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         raise ConfigError("episodic memory does not support beam search; use greedy or sampling")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from memalign.errors import ConfigError
+from memalign.memory.store_config import StoreConfig
 
 Segmentation = Literal["surprise", "uniform", "random"]
 Refinement = Literal["modularity", "conductance"]
@@ -47,6 +48,8 @@ class EMConfig:
         memory_distance: relative position at which all memory keys sit for every query
             (default ``n_local - 1``, the oldest local distance, as EM-LLM/InfLLM).
         seed: for ``random`` segmentation.
+        store: where event K/V live (accelerator LRU, host, memory-mapped disk past a host budget); the
+            byte budgets are model-wide (split over layers and sequences). Default: all in memory.
     """
 
     n_init: int = 128
@@ -65,6 +68,7 @@ class EMConfig:
     contiguity_fraction: float = 0.0
     memory_distance: int | None = None
     seed: int = 0
+    store: StoreConfig = field(default_factory=StoreConfig)
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +112,8 @@ class EMConfig:
             raise ConfigError(
                 f"EMConfig.surprise_window must be >= 2 (a std needs two values), got {self.surprise_window}"
             )
+        if isinstance(self.store, dict):
+            self.store = StoreConfig(**self.store)
         if self.memory_distance is None:
             self.memory_distance = self.n_local - 1
         if self.memory_distance < 0:
@@ -134,6 +140,8 @@ class EMConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("extra")
+        if data["store"].get("offload_dir") is not None:
+            data["store"]["offload_dir"] = str(data["store"]["offload_dir"])
         return data
 
     # ---- YAML ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Leaving restores all four; outputs are then bit-identical to before attaching.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -91,6 +92,7 @@ class EpisodicMemory:
         self.rope_tables: list[RopeTable] = []
         self._handles: list[Any] = []
         self._saved: dict[str, Any] = {}
+        self._caches: weakref.WeakSet[EMCache] = weakref.WeakSet()
         self.attached = False
 
     # ---- attach / detach --------------------------------------------------------------------------
@@ -133,9 +135,12 @@ class EpisodicMemory:
         return self
 
     def detach(self) -> None:
+        """Restore the model. Caches of this memory release their disk files (they cannot be used any more)."""
         if self.attached:
             self._restore()
             self.attached = False
+            for cache in list(self._caches):
+                cache.close()
 
     def _restore(self) -> None:
         for handle in self._handles:
@@ -151,13 +156,17 @@ class EpisodicMemory:
 
     # ---- state -------------------------------------------------------------------------------------
     def new_cache(self) -> EMCache:
-        return EMCache(self)
+        cache = EMCache(self)
+        self._caches.add(cache)
+        return cache
 
-    def new_sequence(self) -> SequenceMemory:
+    def new_sequence(self, batch_size: int = 1) -> SequenceMemory:
         spec, cfg = self.spec, self.config
         param = next(self.model.parameters())
         layers = []
         memory_layers = []
+        n_full = sum(1 for t in spec.layer_types if not (t == SLIDING_ATTENTION and spec.sliding_window))
+        store_config = cfg.store.per_store(max(n_full, 1) * batch_size)
         for i, layer_type in enumerate(spec.layer_types):
             sliding = layer_type == SLIDING_ATTENTION and spec.sliding_window is not None
             window = spec.sliding_window if sliding else cfg.n_local
@@ -165,7 +174,8 @@ class EpisodicMemory:
             if not sliding:
                 memory_layers.append(i)
             layers.append(LayerMemory(spec.num_heads, spec.num_kv_heads, spec.head_dim, window,
-                                      0 if sliding else cfg.n_init, use_memory, param.dtype, param.device))
+                                      0 if sliding else cfg.n_init, use_memory, param.dtype, param.device,
+                                      store_config))
         return SequenceMemory(config=cfg, layers=layers, memory_layers=memory_layers, hidden_size=spec.hidden_size,
                               dtype=param.dtype, device=param.device)
 
@@ -276,10 +286,19 @@ class EpisodicMemory:
         if streamer is not None:
             streamer.put(input_ids.cpu())  # as transformers' generate: the prompt first (skipped by skip_prompt)
         cache, logits = self.prefill(input_ids, cache, attention_mask, progress)
+        mask = attention_mask.to(logits.device) if attention_mask is not None else None
+        return self.decode(cache, logits, max_new_tokens, attention_mask=mask, eos_token_id=eos_token_id,
+                           streamer=streamer)
+
+    @torch.inference_mode()
+    def decode(self, cache: EMCache, logits: torch.Tensor, max_new_tokens: int,
+               attention_mask: torch.Tensor | None = None, eos_token_id: int | list[int] | None = None,
+               streamer: Any = None) -> torch.Tensor:
+        """Greedy decoding from the last logits [B, V] of a prefill on ``cache``; returns new tokens [B, n]."""
         eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
         decoder = self.spec.decoder(self.model)
-        batch = input_ids.shape[0]
-        mask = attention_mask.to(logits.device) if attention_mask is not None else None
+        batch = logits.shape[0]
+        mask = attention_mask
         done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
         generated = []
         for step in range(max_new_tokens):
@@ -299,7 +318,7 @@ class EpisodicMemory:
             logits = self._logits(decoder(**kwargs).last_hidden_state[:, -1])
         if streamer is not None:
             streamer.end()
-        return torch.stack(generated, dim=1) if generated else input_ids.new_zeros(batch, 0)
+        return torch.stack(generated, dim=1) if generated else torch.zeros(batch, 0, dtype=torch.long)
 
     def stats(self, cache: EMCache) -> list[dict[str, float | int]]:
         return cache.stats()

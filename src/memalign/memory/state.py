@@ -25,6 +25,7 @@ from memalign.memory.segmentation import (
     cut_events,
 )
 from memalign.memory.store import EventStore
+from memalign.memory.store_config import StoreConfig
 
 
 class LayerMemory:
@@ -36,7 +37,8 @@ class LayerMemory:
     """
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, window: int, n_init: int,
-                 use_memory: bool, dtype: torch.dtype, device: torch.device) -> None:
+                 use_memory: bool, dtype: torch.dtype, device: torch.device,
+                 store_config: StoreConfig | None = None) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window, self.n_init, self.use_memory = window, n_init, use_memory
         self.tail_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device)
@@ -45,7 +47,8 @@ class LayerMemory:
         self.tail_start = 0
         self.init_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.init_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
-        self.store = EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device) if use_memory else None
+        self.store = (EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device, store_config)
+                      if use_memory else None)
         self.contiguity: list[int] = []
         self.last_retrieved: list[int] = []
 
@@ -85,6 +88,10 @@ class LayerMemory:
         k, v, score = self._pop(n)
         assert self.store is not None
         self.store.add(k, v, representative_key(k, score, repr_topk), position)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
     def nbytes(self) -> dict[str, int]:
         tail = self.tail_k.nbytes() + self.tail_v.nbytes() + self.tail_score.nbytes()
@@ -182,6 +189,10 @@ class SequenceMemory:
         flags = self.flags[: evict_end - start]
         sizes = cut_events(flags, cfg.min_block_size, cfg.max_block_size)
         for size in sizes:
+            # Make room in every layer's store first (a disk tier may spill, or fail): an event is then
+            # added to all layers or to none, and no token leaves the window before its store has room.
+            for i in self.memory_layers:
+                self.layers[i].store.reserve(size)
             for i in self.memory_layers:
                 self.layers[i].to_event(size, cfg.repr_topk)
         consumed = sum(sizes)

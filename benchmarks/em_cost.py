@@ -1,0 +1,198 @@
+"""Cost of episodic memory vs the unmodified model: prefill tokens/s, decode ms/token, peak RSS, bytes held.
+
+Each (method, context length) runs in its own subprocess so peak RSS is per configuration; ratios are
+taken between runs of the same invocation (these machines are noisy: compare within one table).
+
+    python benchmarks/em_cost.py --model smollm2-135m-instruct --lengths 4k,8k,16k,32k,64k \
+        --n-local 2048 --n-mem 2048 --out results/em_cost_smollm2
+
+``full`` is the unmodified model (sdpa): one forward over the whole prompt (only the last position's
+logits), then decode with its DynamicCache; it runs up to the model's max positions (--full-max to cap).
+``memory`` is EM-LLM attached (surprise events), memalign's chunked driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def parse_length(text: str) -> int:
+    text = text.strip().lower()
+    return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+
+    from memalign import get_arch_spec, load_model
+    from memalign.memory import EMConfig, EpisodicMemory
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    spec = get_arch_spec(model)
+    vocab = min(spec.vocab_size, 30000)
+    ids = torch.randint(100, vocab, (1, args.length), generator=torch.Generator().manual_seed(0))
+    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row: dict = {"method": args.method, "length": args.length, "model": args.model, "dtype": str(model.dtype)}
+    with torch.inference_mode():
+        if args.method == "full":
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config)
+            start = time.perf_counter()
+            out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            row["prefill_s"] = time.perf_counter() - start
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            start = time.perf_counter()
+            for _ in range(args.decode):
+                out = model(token, past_key_values=cache, use_cache=True)
+                token = out.logits[:, -1].argmax(-1, keepdim=True)
+            row["decode_ms"] = 1000 * (time.perf_counter() - start) / args.decode
+            row["kv_bytes"] = sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers)
+        else:
+            cfg = EMConfig(n_init=args.n_init, n_local=args.n_local, n_mem=args.n_mem, chunk_size=args.chunk,
+                           segmentation=args.segmentation)
+            with EpisodicMemory(model, cfg) as mem:
+                start = time.perf_counter()
+                cache, logits = mem.prefill(ids)
+                row["prefill_s"] = time.perf_counter() - start
+                start = time.perf_counter()
+                mem.decode(cache, logits, args.decode + 1)
+                row["decode_ms"] = 1000 * (time.perf_counter() - start) / args.decode
+                stats = cache.stats()
+                row["kv_bytes"] = sum(r["bytes"] for r in stats)
+                row["events_per_layer"] = sum(r["events"] for r in stats) / len(stats)
+                row["mean_event_size"] = sum(r["mean_event_size"] for r in stats) / len(stats)
+                seq = cache.sequences[0]
+                tiers: dict[str, int] = {}
+                for layer in seq.layers:
+                    store = layer.store
+                    if store is not None and hasattr(store, "tier_bytes"):
+                        for k, v in store.tier_bytes().items():
+                            tiers[k] = tiers.get(k, 0) + v
+                row["tier_bytes"] = tiers
+    row["prefill_tok_s"] = args.length / row["prefill_s"]
+    row["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row["rss_model"] = rss_model
+    row["kv_bytes_per_token_theory"] = spec.kv_bytes_per_token(torch.finfo(model.dtype).bits // 8)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--lengths", default="4k,8k,16k,32k,64k")
+    ap.add_argument("--methods", default="full,memory")
+    ap.add_argument("--n-init", type=int, default=128)
+    ap.add_argument("--n-local", type=int, default=2048)
+    ap.add_argument("--n-mem", type=int, default=2048)
+    ap.add_argument("--chunk", type=int, default=512)
+    ap.add_argument("--segmentation", default="surprise")
+    ap.add_argument("--decode", type=int, default=16, help="decode steps timed")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--full-max", type=int, default=None, help="longest context for full attention")
+    ap.add_argument("--out", type=Path, default=Path("results/em_cost"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--length", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    from memalign.models.info import describe_model
+
+    max_pos = describe_model(args.model)["max_position_embeddings"] or 1 << 30
+    full_max = min(args.full_max or max_pos, max_pos)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    lengths = [parse_length(x) for x in args.lengths.split(",")]
+    for length in lengths:
+        for method in args.methods.split(","):
+            if method == "full" and length > full_max:
+                rows.append({"method": "full", "length": length, "skipped": f"> {full_max} positions"})
+                continue
+            cmd = [sys.executable, __file__, "--worker", "--method", method, "--length", str(length)]
+            for flag in ("model", "n_init", "n_local", "n_mem", "chunk", "segmentation", "decode", "dtype"):
+                cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                rows.append({"method": method, "length": length, "skipped": reason[:80]})
+            else:
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+            (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    report(rows, args)
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
+    ok = [r for r in rows if "skipped" not in r]
+    by = {(r["method"], r["length"]): r for r in ok}
+    lengths = sorted({r["length"] for r in rows})
+    lines = [f"model {args.model}, memory n_init={args.n_init} n_local={args.n_local} n_mem={args.n_mem} "
+             f"chunk={args.chunk} ({args.segmentation})", "",
+             "| context | method | prefill tok/s | decode ms/tok | peak RSS MiB | KV/memory MiB | mem/full prefill |",
+             "|---|---|---|---|---|---|---|"]
+    for length in lengths:
+        for method in args.methods.split(","):
+            r = by.get((method, length))
+            if r is None:
+                skipped = next((x["skipped"] for x in rows if x["method"] == method and x["length"] == length), "")
+                lines.append(f"| {length} | {method} | not run ({skipped}) | | | | |")
+                continue
+            full = by.get(("full", length))
+            ratio = f"{r['prefill_tok_s'] / full['prefill_tok_s']:.2f}" if method == "memory" and full else ""
+            lines.append(f"| {length} | {method} | {r['prefill_tok_s']:.0f} | {r['decode_ms']:.1f} | "
+                         f"{r['peak_rss'] / 2**20:.0f} | {r['kv_bytes'] / 2**20:.1f} | {ratio} |")
+    mem = sorted((r for r in ok if r["method"] == "memory"), key=lambda r: r["length"])
+    if len(mem) >= 2:
+        first, last = mem[0], mem[-1]
+        by_len = {r["length"]: r for r in mem}
+        lines.append("")
+        if 8192 in by_len and 65536 in by_len:
+            lines.append(f"memory prefill 64k/8k throughput ratio: "
+                         f"{by_len[65536]['prefill_tok_s'] / by_len[8192]['prefill_tok_s']:.2f} (target >= 0.8)")
+        if 4096 in by_len and 65536 in by_len:
+            lines.append(f"memory decode 64k/4k latency ratio: "
+                         f"{by_len[65536]['decode_ms'] / by_len[4096]['decode_ms']:.2f} (target <= 1.5)")
+        growth = (last["kv_bytes"] - first["kv_bytes"]) / (last["length"] - first["length"])
+        lines.append(f"memory bytes per token ({first['length']}->{last['length']}): {growth:.0f} "
+                     f"(KV per token {first['kv_bytes_per_token_theory']})")
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "table.md").write_text(text + "\n")
+    plot(ok, args.out / "em_cost.png", args.model)
+
+
+def plot(rows: list[dict], path: Path, model: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for method in sorted({r["method"] for r in rows}):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["length"])
+        xs = [r["length"] for r in pts]
+        axes[0].plot(xs, [r["prefill_tok_s"] for r in pts], marker="o", label=method)
+        axes[1].plot(xs, [r["decode_ms"] for r in pts], marker="o", label=method)
+        axes[2].plot(xs, [r["peak_rss"] / 2**20 for r in pts], marker="o", label=method)
+    for ax, title in zip(axes, ("prefill tokens/s", "decode ms/token", "peak RSS (MiB)"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context tokens")
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle(f"EM-LLM cost vs unmodified attention — {model}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
