@@ -458,14 +458,15 @@ def test_memory_attention_is_identical_with_a_tiered_store(tmp_path, cache_token
                    segmentation="uniform", contiguity_fraction=0.25)
     heads, kv_heads, dim = 2, 1, 8
     cpu = torch.device("cpu")
-    layers = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, True, torch.float32, cpu) for _ in range(2)]
+    rope = RopeTable(_identity_rope, torch.float32, cpu)
+    layers = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, True, torch.float32, cpu, rope=rope)
+              for _ in range(2)]
     config = StoreConfig(device_cache_tokens=cache_tokens, host_budget_bytes=3 * PAGE * 2 * kv_heads * dim * 4,
                          offload_dir=tmp_path, page_tokens=PAGE)
     layers[1].store = EventStore(kv_heads, dim, heads * dim, torch.float32, cpu, config,
                                  cache_on_host=cache_tokens is not None)
     seqs = [SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
                            device=cpu) for layer in layers]
-    rope = RopeTable(_identity_rope, torch.float32, cpu)
     gen = torch.Generator().manual_seed(11)
     for s in range(0, 300, cfg.chunk_size):
         k, v = torch.randn(1, 4, dim, generator=gen), torch.randn(1, 4, dim, generator=gen)

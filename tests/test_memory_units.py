@@ -140,11 +140,12 @@ def test_every_past_token_seen_at_most_once_and_window_exactly_once(chunk, n_mem
     cfg = EMConfig(n_init=3, n_local=12, n_mem=n_mem, chunk_size=chunk, min_block_size=2, max_block_size=6,
                    segmentation="uniform", contiguity_fraction=contiguity)
     total, dim = 160, 160
-    layer = LayerMemory(2, 1, dim, cfg.n_local, cfg.n_init, True, torch.float32, torch.device("cpu"))
-    seq = SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
-                         device=torch.device("cpu"))
     rope = RopeTable(lambda x, pos: (torch.ones(1, pos.shape[-1], dim), torch.zeros(1, pos.shape[-1], dim)),
                      torch.float32, torch.device("cpu"))
+    layer = LayerMemory(2, 1, dim, cfg.n_local, cfg.n_init, True, torch.float32, torch.device("cpu"), rope=rope)
+    seq = SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
+                         device=torch.device("cpu"))
+    visible_of: dict[int, int] = {}
     for s in range(0, total, chunk):
         n = min(chunk, total - s)
         values = torch.nn.functional.one_hot(torch.arange(s, s + n), dim).float()[None]
@@ -162,6 +163,15 @@ def test_every_past_token_seen_at_most_once_and_window_exactly_once(chunk, n_mem
             assert not (seen & set(range(p + 1, total))), "no future token"
             assert set(range(min(cfg.n_init, p + 1))) <= seen, "sinks always attended"
             assert visible <= cfg.n_init + cfg.n_local + cfg.n_mem + cfg.chunk_size
+            visible_of[p] = visible
+        # Attention mass of the oldest tail keys (used for representative keys): with uniform attention,
+        # key j receives 1/visible(p) from every query p whose window holds it.
+        done = s + n
+        complete = [j for j in range(layer.tail_start, done) if j + cfg.n_local - 1 < done][:8]
+        if complete:
+            mass = layer.window_mass(len(complete))[0]
+            expected = torch.tensor([sum(1.0 / visible_of[p] for p in range(j, j + cfg.n_local)) for j in complete])
+            assert torch.allclose(mass, expected, rtol=1e-2), "window mass = sum of in-window probabilities"
         seq.record(None, torch.zeros(n, 4))
         seq.evict(None)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from memalign.memory.config import EMConfig
-from memalign.memory.kernels import attend, key_mass, merge
+from memalign.memory.kernels import attend, merge
 from memalign.memory.retrieval import (
     contiguity_neighbours,
     select_by_similarity,
@@ -49,7 +49,7 @@ def retrieve(layer: LayerMemory, q_mem: torch.Tensor, budget: int, config: EMCon
 
 
 def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: float, rope: RopeTable,
-                     config: EMConfig, track_mass: bool = True) -> torch.Tensor:
+                     config: EMConfig) -> torch.Tensor:
     """Attention output [1, H, L, D] for queries ``q`` [1, H, L, D] (unrotated) at positions [start, start+L).
 
     The chunk's own keys must already be in ``layer``'s tail.
@@ -65,24 +65,20 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
 
     q_loc = rotate(q, *local_rot(s, e))
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    local_sets: list[tuple[int, torch.Tensor, torch.Tensor | None, bool]] = []  # (start, rotated keys, mask, causal)
 
     k_chunk, v_chunk = layer.tail_slice(s, e)
     k_chunk = rotate(k_chunk.unsqueeze(0), *local_rot(s, e))
     if L <= W:
         parts.append(attend(q_loc, k_chunk, v_chunk.unsqueeze(0), scale, causal=True))
-        local_sets.append((s, k_chunk, None, True))
     else:  # only sliding-window layers see forwards longer than their window
         diff = q_pos - torch.arange(s, e, device=q.device)[None, :]
         chunk_mask = (diff >= 0) & (diff < W)
         parts.append(attend(q_loc, k_chunk, v_chunk.unsqueeze(0), scale, mask=chunk_mask))
-        local_sets.append((s, k_chunk, chunk_mask, False))
 
     if full_from < s:
         k_full, v_full = layer.tail_slice(full_from, s)
         k_full = rotate(k_full.unsqueeze(0), *local_rot(full_from, s))
         parts.append(attend(q_loc, k_full, v_full.unsqueeze(0), scale))
-        local_sets.append((full_from, k_full, None, False))
 
     band_mask = None
     if lo < full_from:
@@ -91,7 +87,6 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
         band_mask = (q_pos - k_pos) < W
         k_band = rotate(k_band_raw.unsqueeze(0), *local_rot(lo, full_from))
         parts.append(attend(q_loc, k_band, v_band.unsqueeze(0), scale, mask=band_mask))
-        local_sets.append((lo, k_band, band_mask, False))
 
     pending_tokens = lo - layer.tail_start
     has_memory_keys = layer.n_init > 0 or layer.use_memory
@@ -121,8 +116,5 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
             parts.append(attend(q_mem, k_band_mem, v_band.unsqueeze(0), scale, mask=~band_mask))
 
     out, lse = merge(parts, out_dtype=q.dtype)
-    if track_mass and layer.use_memory:
-        # Attention mass each local key receives (final normalisation): picks representative keys later.
-        for key_start, k_rot, mask, causal in local_sets:
-            layer.add_mass(key_start, key_mass(q_loc, k_rot, scale, lse, mask=mask, causal=causal)[0])
+    layer.record_queries(q[0], lse[0], scale)  # for the attention mass of keys that later become events
     return out

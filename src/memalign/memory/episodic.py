@@ -54,7 +54,7 @@ def _em_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Ten
             q = q[:, :, valid]
         if q.shape[2] == 0:
             continue
-        o = memory_attention(layer, q, start, scale, rope, memory.config, track_mass=memory.track_mass)
+        o = memory_attention(layer, q, start, scale, rope, memory.config)
         o = o[0].transpose(0, 1)  # [L, H, D]
         if full:
             out[b] = o
@@ -88,7 +88,6 @@ class EpisodicMemory:
             )
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
         self.active_cache: EMCache | None = None
-        self.track_mass = True
         self.rope_tables: list[RopeTable] = []
         self._handles: list[Any] = []
         self._saved: dict[str, Any] = {}
@@ -175,7 +174,7 @@ class EpisodicMemory:
                 memory_layers.append(i)
             layers.append(LayerMemory(spec.num_heads, spec.num_kv_heads, spec.head_dim, window,
                                       0 if sliding else cfg.n_init, use_memory, param.dtype, param.device,
-                                      store_config))
+                                      store_config, rope=self.rope_tables[i]))
         return SequenceMemory(config=cfg, layers=layers, memory_layers=memory_layers, hidden_size=spec.hidden_size,
                               dtype=param.dtype, device=param.device)
 

@@ -17,7 +17,9 @@ import torch
 from memalign.errors import ConfigError
 from memalign.memory.buffers import TokenBuffer
 from memalign.memory.config import EMConfig
+from memalign.memory.kernels import key_mass
 from memalign.memory.refinement import refine_boundaries
+from memalign.memory.rope import RopeTable, rotate
 from memalign.memory.segmentation import (
     BOUNDARY_STRATEGIES,
     NEEDS_SURPRISE,
@@ -32,23 +34,32 @@ class LayerMemory:
     """One attention layer of one sequence.
 
     ``window`` is the local window (n_local, or the model's own sliding window for sliding layers);
-    ``use_memory`` False (sliding layers, or streaming with n_mem == 0 still keeps sinks) means evicted
-    tokens are dropped instead of stored as events.
+    ``use_memory`` False (sliding layers, or streaming with n_mem == 0) means evicted tokens are dropped
+    instead of stored as events.
+
+    Representative keys need the attention mass each key receives from the queries whose window it is
+    in. Rather than computing it for every key on every chunk (wasted for inputs that never leave the
+    window), the layer keeps the queries (bf16, unrotated) and their final log-sum-exp for the tokens of
+    its tail, and computes the mass of exactly the keys that become events, once, when they do
+    (:meth:`to_events`). Same numbers, no cost for short inputs.
     """
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, window: int, n_init: int,
                  use_memory: bool, dtype: torch.dtype, device: torch.device,
-                 store_config: StoreConfig | None = None) -> None:
+                 store_config: StoreConfig | None = None, rope: RopeTable | None = None) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window, self.n_init, self.use_memory = window, n_init, use_memory
         self.tail_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device)
         self.tail_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device)
-        self.tail_score = TokenBuffer(num_heads, (), torch.float32, device)
         self.tail_start = 0
         self.init_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.init_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.store = (EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device, store_config)
                       if use_memory else None)
+        query_dtype = torch.float16 if dtype == torch.float16 else torch.bfloat16
+        self.tail_q = TokenBuffer(num_heads, (head_dim,), query_dtype, device) if use_memory else None
+        self.tail_lse = TokenBuffer(num_heads, (), torch.float32, device) if use_memory else None
+        self.rope, self.scale = rope, None
         self.contiguity: list[int] = []
         self.last_retrieved: list[int] = []
 
@@ -60,41 +71,67 @@ class LayerMemory:
         """keys/values [Hkv, n, D] of the newest tokens (unrotated)."""
         self.tail_k.append(keys)
         self.tail_v.append(values)
-        self.tail_score.append(torch.zeros(self.num_heads, keys.shape[1], device=keys.device))
+
+    def record_queries(self, queries: torch.Tensor, lse: torch.Tensor, scale: float) -> None:
+        """Queries [H, n, D] (unrotated) of the newest tokens and their final log-sum-exp [H, n]."""
+        if self.tail_q is not None:
+            self.tail_q.append(queries.to(self.tail_q.dtype))
+            self.tail_lse.append(lse)
+            self.scale = scale
 
     def tail_slice(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = start - self.tail_start, stop - self.tail_start
         return self.tail_k.view(a, b), self.tail_v.view(a, b)
 
-    def add_mass(self, start: int, mass: torch.Tensor) -> None:
-        """Accumulate attention mass [H, n] received by tail tokens starting at position ``start``."""
-        a = start - self.tail_start
-        self.tail_score.view(a, a + mass.shape[-1]).add_(mass)
-
-    def _pop(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _pop(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.tail_start += n
-        return self.tail_k.pop_front(n), self.tail_v.pop_front(n), self.tail_score.pop_front(n)
+        if self.tail_q is not None and len(self.tail_q):
+            self.tail_q.pop_front(min(n, len(self.tail_q)))
+            self.tail_lse.pop_front(min(n, len(self.tail_lse)))
+        return self.tail_k.pop_front(n), self.tail_v.pop_front(n)
 
     def drop(self, n: int) -> None:
         self._pop(n)
 
     def to_sinks(self, n: int) -> None:
-        k, v, _ = self._pop(n)
+        k, v = self._pop(n)
         self.init_k.append(k)
         self.init_v.append(v)
 
-    def to_event(self, n: int, repr_topk: int) -> None:
-        position = self.tail_start
-        k, v, score = self._pop(n)
-        assert self.store is not None
-        self.store.add(k, v, representative_key(k, score, repr_topk), position)
+    def window_mass(self, n: int) -> torch.Tensor:
+        """Attention mass [H, n] the ``n`` oldest tail keys received from queries whose window held them."""
+        a = self.tail_start
+        q_stop = min(a + n - 1 + self.window, a + len(self.tail_q))
+        m = q_stop - a
+        if m <= 0 or self.scale is None:
+            return torch.zeros(self.num_heads, n, device=self.tail_k.view().device)
+        cos_k, sin_k = self.rope.at(0, n)
+        cos_q, sin_q = self.rope.at(0, m)
+        keys = rotate(self.tail_k.view(0, n).unsqueeze(0), cos_k, sin_k)
+        queries = rotate(self.tail_q.view(0, m).to(keys.dtype).unsqueeze(0), cos_q, sin_q)
+        diff = torch.arange(m, device=keys.device)[:, None] - torch.arange(n, device=keys.device)[None, :]
+        visible = (diff >= 0) & (diff < self.window)
+        return key_mass(queries, keys, self.scale, self.tail_lse.view(0, m).unsqueeze(0), mask=visible)[0]
+
+    def to_events(self, sizes: list[int], repr_topk: int) -> None:
+        """Cut the oldest ``sum(sizes)`` tail tokens into events of these sizes (mass computed once)."""
+        mass = self.window_mass(sum(sizes))
+        offset = 0
+        for n in sizes:
+            position = self.tail_start
+            k, v = self._pop(n)
+            assert self.store is not None
+            self.store.add(k, v, representative_key(k, mass[:, offset:offset + n], repr_topk), position)
+            offset += n
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
 
     def nbytes(self) -> dict[str, int]:
-        tail = self.tail_k.nbytes() + self.tail_v.nbytes() + self.tail_score.nbytes()
+        tail = self.tail_k.nbytes() + self.tail_v.nbytes()
+        if self.tail_q is not None:
+            tail += self.tail_q.nbytes() + self.tail_lse.nbytes()
         sinks = self.init_k.nbytes() + self.init_v.nbytes()
         return {"tail": tail, "sinks": sinks, "events": self.store.nbytes() if self.store else 0}
 
@@ -188,13 +225,13 @@ class SequenceMemory:
             self._decide(max(self.decided, start), horizon, log_prob)
         flags = self.flags[: evict_end - start]
         sizes = cut_events(flags, cfg.min_block_size, cfg.max_block_size)
-        for size in sizes:
-            # Make room in every layer's store first (a disk tier may spill, or fail): an event is then
+        if sizes:
+            # Make room in every layer's store first (a disk tier may spill, or fail): events are then
             # added to all layers or to none, and no token leaves the window before its store has room.
             for i in self.memory_layers:
-                self.layers[i].store.reserve(size)
+                self.layers[i].store.reserve(sum(sizes))
             for i in self.memory_layers:
-                self.layers[i].to_event(size, cfg.repr_topk)
+                self.layers[i].to_events(sizes, cfg.repr_topk)
         consumed = sum(sizes)
         del self.flags[:consumed]
         self._release_aux(self.decided - 1)
