@@ -25,6 +25,7 @@ from memalign import load_model
 from memalign.persona import (
     FitConfig,
     PersonaAligner,
+    PromptConfig,
     QuestionnaireSession,
     load_answers,
     load_ipip_neo_300,
@@ -50,11 +51,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder with the PAPI files")
     parser.add_argument("--subjects", type=int, default=5, help="first N subjects of subjects_200.json")
     parser.add_argument("--positions", default="generated", choices=["generated", "all"])
-    parser.add_argument("--k", type=int, default=24)
-    parser.add_argument("--k-grid", default="", help="comma-separated K values chosen by CV (overrides --k)")
-    parser.add_argument("--alpha-grid", default="0,1,2,4,6,8")
+    parser.add_argument("--k", default="24,64", help="K, or comma-separated K values chosen by CV")
+    parser.add_argument("--alpha-grid", default="-8,-6,-4,-2,-1,0,1,2,4,6,8")
     parser.add_argument("--cv-folds", type=int, default=5)
     parser.add_argument("--prediction", default="expected", choices=["expected", "argmax"])
+    parser.add_argument("--read", default="decision", choices=["answer", "decision"],
+                        help="read heads at the answer token (PAS) or at the position predicting it")
+    parser.add_argument("--palign", action="store_true",
+                        help="PAlign's settings: read answer, K 24, alpha 0,1,2,4,6,8, positions all")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -66,15 +70,19 @@ def main() -> None:
     split = load_split(args.data / "mpi_300_split.json", ipip)
     rewordings = load_rewordings(args.data / "mpi_120.csv", ipip)
     subjects = load_answers(args.data / "subjects_200.json", ipip, recoded=True)[: args.subjects]
-    config = FitConfig(k=args.k, k_grid=tuple(int(k) for k in args.k_grid.split(",") if k),
+    ks = tuple(int(k) for k in args.k.split(",") if k)
+    config = FitConfig(k=ks[0], k_grid=ks if len(ks) > 1 else (),
                        alpha_grid=tuple(float(a) for a in args.alpha_grid.split(",")), cv_folds=args.cv_folds,
                        positions=args.positions, prediction=args.prediction)
+    prompts = PromptConfig(read=args.read)
+    if args.palign:
+        config, prompts = FitConfig.palign(cv_folds=args.cv_folds, prediction=args.prediction), PromptConfig.palign()
 
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     start = time.perf_counter()
-    aligner = PersonaAligner(model, tokenizer, ipip.subset(split.train).items, fit_config=config,
-                             rewordings=rewordings).prepare()
-    test = QuestionnaireSession(model, tokenizer, ipip.subset(split.test).items, rewordings=rewordings)
+    aligner = PersonaAligner(model, tokenizer, ipip.subset(split.train).items, prompt_config=prompts,
+                             fit_config=config, rewordings=rewordings).prepare()
+    test = QuestionnaireSession(model, tokenizer, ipip.subset(split.test).items, prompts, rewordings=rewordings)
     unsteered = test.score()
     prepare_s = time.perf_counter() - start
     domain_of = {item.full_id: item.domain for item in ipip}
@@ -96,23 +104,25 @@ def main() -> None:
             "test_unsteered_trait_sum": trait_mae_sum(base_err, domain_of),
             "test_steered_trait_sum": trait_mae_sum(steer_err, domain_of),
             "steered_option_mass": float(steered.mass.mean()),
-            "fit_s": result.seconds, "eval_s": eval_s,
+            "fit_s": result.seconds, "fit_cpu_s": result.cpu_seconds, "eval_s": eval_s,
+            "cv_table": result.cv_table(), "heads": [list(h) for h in result.steering.heads],
         })
 
-    table = Table(title=f"PAS on {args.model} ({model.dtype}, positions={args.positions}, "
+    table = Table(title=f"PAS on {args.model} ({model.dtype}, positions={config.positions}, read={prompts.read}, "
                         f"{torch.get_num_threads()} threads): MAE vs raw answers on the 180 held-out items")
     for col in ("subject", "K", "alpha", "CV MAE unsteered", "CV MAE chosen", "test MAE unsteered",
-                "test MAE steered", "trait-sum unsteered", "trait-sum steered", "fit s"):
+                "test MAE steered", "trait-sum unsteered", "trait-sum steered", "fit s", "fit CPU s"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["subject"], str(r["k"]), f"{r['alpha']:g}", f"{r['cv_unsteered']:.3f}", f"{r['cv_best']:.3f}",
                       f"{r['test_unsteered_mae']:.3f}", f"{r['test_steered_mae']:.3f}",
-                      f"{r['test_unsteered_trait_sum']:.2f}", f"{r['test_steered_trait_sum']:.2f}", f"{r['fit_s']:.1f}")
+                      f"{r['test_unsteered_trait_sum']:.2f}", f"{r['test_steered_trait_sum']:.2f}", f"{r['fit_s']:.1f}",
+                      f"{r['fit_cpu_s']:.1f}")
     mean = {key: statistics.fmean(r[key] for r in rows) for key in rows[0] if isinstance(rows[0][key], float)}
     table.add_row("mean", "", "", f"{mean['cv_unsteered']:.3f}", f"{mean['cv_best']:.3f}",
                   f"{mean['test_unsteered_mae']:.3f}", f"{mean['test_steered_mae']:.3f}",
                   f"{mean['test_unsteered_trait_sum']:.2f}", f"{mean['test_steered_trait_sum']:.2f}",
-                  f"{mean['fit_s']:.1f}")
+                  f"{mean['fit_s']:.1f}", f"{mean['fit_cpu_s']:.1f}")
     console.print(table)
     helped = sum(r["test_steered_mae"] < r["test_unsteered_mae"] for r in rows)
     console.print(f"steering lowered the held-out MAE for {helped}/{len(rows)} subjects; one-time preparation "
@@ -120,10 +130,10 @@ def main() -> None:
                   f"{float(unsteered.mass.mean()):.2f}, steered {mean['steered_option_mass']:.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "fit_config":
-                                        config.to_dict(), "prepare_s": prepare_s, "rows": rows,
-                                        "mean": {k: (v if math.isfinite(v) else None) for k, v in mean.items()}},
-                                       indent=2) + "\n")
+        document = {"args": {k: str(v) for k, v in vars(args).items()}, "fit_config": config.to_dict(),
+                    "prompt_config": prompts.to_dict(), "prepare_s": prepare_s, "rows": rows,
+                    "mean": {k: (v if math.isfinite(v) else None) for k, v in mean.items()}}
+        args.out.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

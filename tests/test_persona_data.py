@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import shared_data
 
 from memalign.errors import ConfigError, DataError
@@ -24,6 +25,17 @@ from memalign.persona import (
     to_second_person,
 )
 from memalign.persona.instruments import ItemSplit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
+    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 KEY = """full_id,short_id,sign,facet_key,facet,text
 1,1,+N1,N1,Anxiety,Worry about things.

@@ -22,6 +22,17 @@ from memalign.persona import (
 from memalign.persona.prompts import contrast_answer_ids, option_token_ids
 from memalign.testing import tiny_model, tiny_tokenizer
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
+    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # A short template keeps the tiny-model prompts (byte-level BPE) short and the suite fast.
 SHORT = PromptConfig(question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}",
                      system_prompt="Answer.")
@@ -32,7 +43,7 @@ TEXTS = ["worry about things", "make friends easily", "have a vivid imagination"
 ITEMS = Instrument("tiny-20", tuple(Item(i + 1, t, "NEOAC"[i % 5], "NEOAC"[i % 5] + "1", 1 if i % 3 else -1)
                                      for i, t in enumerate(TEXTS)))
 TRAIN, TEST = ITEMS.ids[:14], ITEMS.ids[14:]
-FAST = FitConfig(k=3, alpha_grid=(0.0, 2.0, 8.0), cv_folds=3, probe_folds=2)
+FAST = FitConfig(k=3, k_grid=(), alpha_grid=(0.0, 2.0, 8.0), cv_folds=3, probe_folds=2)
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +199,32 @@ def test_compat_layer_palign_flow():
     assert torch.equal(lm(ids).logits, base)
     out = lm.generate([ids[0].tolist()], max_new_tokens=3)
     assert out[0][: ids.shape[1]] == ids[0].tolist() and len(out[0]) <= ids.shape[1] + 3
+
+
+def test_decision_read_captures_at_the_predicting_position(isolated_cache):
+    from dataclasses import replace
+
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    items = ITEMS.subset(TRAIN[:6]).items
+    answer = QuestionnaireSession(model, tok, items, replace(SHORT, read="answer")).capture()
+    decision_session = QuestionnaireSession(model, tok, items, replace(SHORT, read="decision"))
+    decision = decision_session.capture()
+    assert decision.shape == answer.shape and not torch.equal(decision.agree, answer.agree)
+    assert not torch.equal(decision.agree, decision.disagree)
+    # Read at the last token of "question + Answer (A).": the same heads a one-row forward records.
+    from memalign.persona.capture import capture_last_token
+    from memalign.persona.prompts import question_prompt_ids
+
+    ids = question_prompt_ids(tok, items[0], decision_session.config, decided="A")
+    with torch.no_grad(), capture_last_token(model) as records:
+        model(torch.tensor([ids]))
+    assert torch.allclose(torch.stack([r[0][0] for r in records]), decision.agree[0], atol=1e-4)
+    with pytest.raises(ConfigError, match="read must be one of"):
+        PromptConfig(read="token")
+
+
+def test_fit_with_all_positions_policy(setup):
+    _, _, aligner = setup
+    config = FitConfig(k=2, k_grid=(), alpha_grid=(0.0, 4.0), cv_folds=2, probe_folds=2, positions="all")
+    result = aligner.fit(person(7), config)
+    assert result.steering.positions == "all" and set(result.cv_mae) == {(2, 0.0), (2, 4.0)}

@@ -78,10 +78,13 @@ def align(
     rewordings: Path | None = typer.Option(None, help="second-person item texts (e.g. MPI's mpi_120.csv)"),
     recoded: bool | None = typer.Option(None, "--recoded/--raw", help="reverse-keyed answers already recoded "
                                         "(PAPI/Johnson data) or as ticked; needed unless the file declares it"),
-    k: int = typer.Option(24, help="number of steered heads"),
-    k_grid: str = typer.Option("", help="choose K by cross-validation among these (comma-separated)"),
-    alpha_grid: str = typer.Option("0,1,2,4,6,8", help="strengths tried by cross-validation"),
+    k: str = typer.Option("24,64", help="number of steered heads; several (comma-separated): chosen by CV"),
+    alpha_grid: str = typer.Option("-8,-6,-4,-2,-1,0,1,2,4,6,8", help="strengths tried by cross-validation"),
     positions: str = typer.Option("generated", help="generated (new tokens only) or all (PAlign's bias)"),
+    read: str = typer.Option("decision", help="read heads where the answer is predicted (decision) or at the "
+                             "answer token (answer, PAlign)"),
+    palign: bool = typer.Option(False, "--palign", help="PAlign's settings: read answer, K 24, alpha 0,1,2,4,6,8, "
+                                "positions all (overrides --k/--alpha-grid/--positions/--read)"),
     cv_folds: int = typer.Option(5, help="cross-validation folds over the training items"),
     seed: int = typer.Option(0),
     dtype: str = typer.Option("auto", help="auto, bf16, fp32 or fp16"),
@@ -95,6 +98,7 @@ def align(
     from memalign.persona import (
         FitConfig,
         PersonaAligner,
+        PromptConfig,
         find_subject,
         load_answers,
         load_ipip_neo_300,
@@ -103,9 +107,15 @@ def align(
         save_steering,
     )
 
-    config = FitConfig(k=k, k_grid=tuple(int(v) for v in _floats(k_grid, "--k-grid")),
-                       alpha_grid=_floats(alpha_grid, "--alpha-grid"), positions=positions, cv_folds=cv_folds,
-                       seed=seed)
+    ks = tuple(int(v) for v in _floats(k, "--k"))
+    if not ks:
+        raise ConfigError("--k needs at least one value")
+    if palign:
+        config, prompts = FitConfig.palign(cv_folds=cv_folds, seed=seed), PromptConfig.palign()
+    else:
+        config = FitConfig(k=ks[0], k_grid=ks if len(ks) > 1 else (), alpha_grid=_floats(alpha_grid, "--alpha-grid"),
+                           positions=positions, cv_folds=cv_folds, seed=seed)
+        prompts = PromptConfig(read=read)
     ipip = load_ipip_neo_300(item_key)
     train = load_split(split, ipip).train if split else ipip.short_form().ids
     person = find_subject(load_answers(answers, ipip, recoded=recoded, required_items=train), subject)
@@ -113,7 +123,7 @@ def align(
     model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
     start = time.perf_counter()
     aligner = PersonaAligner(model_obj, tokenizer, ipip.subset(train).items, instrument=ipip.name,
-                             fit_config=config, rewordings=texts, cache=cache).prepare()
+                             prompt_config=prompts, fit_config=config, rewordings=texts, cache=cache).prepare()
     prepared = time.perf_counter() - start
     result = aligner.fit(person)
     save_steering(result.steering, out)

@@ -18,7 +18,14 @@ from memalign.persona.artifact import load_steering, read_steering, save_steerin
 from memalign.persona.bake import bake
 from memalign.persona.batching import ContextBank
 from memalign.persona.capture import HeadActivations, capture_last_token, model_fingerprint
-from memalign.persona.fit import PALIGN_ALPHA_GRID, FitConfig, FitResult, PersonaAligner, fit_steering
+from memalign.persona.fit import (
+    PALIGN_ALPHA_GRID,
+    SIGNED_ALPHA_GRID,
+    FitConfig,
+    FitResult,
+    PersonaAligner,
+    fit_steering,
+)
 from memalign.persona.instruments import (
     Instrument,
     Item,
@@ -52,6 +59,7 @@ from memalign.persona.subjects import (
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT", "LIKERT_OPTIONS", "PALIGN_ALPHA_GRID", "PALIGN_QUESTION_TEMPLATE", "POSITIONS",
+    "SIGNED_ALPHA_GRID",
     "AnswerScores", "ContextBank", "FitConfig", "FitResult", "HeadActivations", "Instrument", "Item", "ItemSplit",
     "LikertOption", "OptionScorer", "PersonaAligner", "PromptConfig", "QuestionnaireSession", "Steering",
     "SteeringHandle", "SubjectAnswers", "answers_document", "bake", "capture_last_token", "domain_scores",

@@ -40,6 +40,11 @@ from memalign.persona.subjects import SubjectAnswers
 from memalign.progress import progress_bar, status
 
 PALIGN_ALPHA_GRID = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
+# PAlign's grid plus its mirror: the direction's sign follows the person's majority stance, but an
+# unsteered instruct model already over-agrees (it answers "Moderately Accurate" to everything), so
+# pushing *against* the majority is often what brings its answers to the person's level; CV decides.
+SIGNED_ALPHA_GRID = (-8.0, -6.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
+DEFAULT_K_GRID = (24, 64)
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,13 @@ class FitConfig:
 
     ``positions`` is the steering policy the strength is selected for (and saved with): ``generated``
     only recomputes the last prompt token per candidate, which is what makes CV cheap on a CPU; ``all``
-    (PAlign's bias) re-encodes every held-out prompt per candidate.
+    (PAlign's bias) re-encodes every held-out prompt per candidate. :meth:`palign` gives the reference
+    settings (K 24, alpha in {0,1,2,4,6,8}, every position).
     """
 
     k: int = 24
-    alpha_grid: tuple[float, ...] = PALIGN_ALPHA_GRID
-    k_grid: tuple[int, ...] = ()
+    alpha_grid: tuple[float, ...] = SIGNED_ALPHA_GRID
+    k_grid: tuple[int, ...] = DEFAULT_K_GRID
     cv_folds: int = 5
     probe_folds: int = 4
     probe_c: float = 1.0
@@ -80,6 +86,11 @@ class FitConfig:
         check_positions(self.positions)
         check_prediction(self.prediction)
 
+    @classmethod
+    def palign(cls, **overrides: Any) -> FitConfig:
+        """PAlign's settings (K 24, its alpha grid, shift at every position), alpha still chosen by CV."""
+        return cls(**{"k": 24, "k_grid": (), "alpha_grid": PALIGN_ALPHA_GRID, "positions": "all", **overrides})
+
     @property
     def k_candidates(self) -> tuple[int, ...]:
         return self.k_grid or (self.k,)
@@ -100,6 +111,7 @@ class FitResult:
     n_scored: int
     seconds: float
     head_accuracy: tuple[float, ...] = field(default=())
+    cpu_seconds: float = math.nan  # process CPU time: comparable across machine load, unlike ``seconds``
 
     @property
     def unsteered_cv_mae(self) -> float:
@@ -130,10 +142,18 @@ def _stance(value: int | None) -> int:
 
 def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], ranking_k: int, spec: ArchSpec,
                     config: FitConfig, seed: int, ks: Sequence[int]) -> tuple[dict[int, Steering], torch.Tensor]:
-    """Probe-rank heads on these items and build a steering (alpha 1) for each K; also the ranked accuracies."""
+    """Probe-rank heads on these items and build a steering (alpha 1) for each K; also the ranked accuracies.
+
+    Heads whose two classes have the same mean (e.g. a first-layer head that only sees the current
+    token, when both prompts end in the same token) have no direction and are never chosen.
+    """
     x, y, groups = activations.samples(stances)
     scores = probe_scores(x, y, groups, folds=config.probe_folds, seed=seed, c=config.probe_c)
+    gap = (x[y > 0.5].mean(0) - x[y <= 0.5].mean(0)).norm(dim=-1)
     ranking = scores.ranking()
+    ranking = ranking[gap[ranking] > 1e-6 * gap.max()]
+    if len(ranking) < max(ks):
+        raise ConfigError(f"only {len(ranking)} heads separate the two prompts at all; K = {max(ks)} is too many")
     out = {}
     for k in ks:
         chosen = ranking[:k]
@@ -177,7 +197,7 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     are read, so pass a session over the *training* items.
     """
     config = config or FitConfig()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     spec = get_arch_spec(session.model)
     if activations.shape != (spec.num_layers, spec.num_heads, spec.head_dim):
         raise ConfigError(f"activations have (layers, heads, head_dim) {activations.shape}, the model "
@@ -241,7 +261,7 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     steering = Steering(steering.heads, steering.directions, steering.stds, steering.alpha, steering.num_layers,
                         steering.num_heads, steering.head_dim, steering.positions, info)
     return FitResult(steering, best_k, best_alpha, cv_mae, len(labeled), len(scored), time.perf_counter() - start,
-                     tuple(accuracy.tolist()))
+                     tuple(accuracy.tolist()), time.process_time() - cpu_start)
 
 
 class PersonaAligner:

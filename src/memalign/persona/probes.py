@@ -16,46 +16,56 @@ import torch
 from memalign.errors import ConfigError
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_iter: int = 50,
-                 tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_iter: int = 30, tol: float = 1e-4,
+                 dtype: torch.dtype = torch.float32,
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 logistic regression per head: x (N, heads, D), y (N,) in {0, 1} -> weights (heads, D), bias (heads,).
 
-    Damped Newton (step halving per head whenever the objective would rise), in float64 for stability.
+    Damped Newton (step halving per head whenever the objective would rise); the L2 term keeps every
+    Hessian well conditioned, so float32 is enough and twice as fast as float64 on a CPU. ``init``
+    (weights, bias) warm-starts the solve, e.g. from a fit on overlapping data (other CV folds).
     """
     if c <= 0:
         raise ConfigError("probe C must be > 0")
     n, heads, dim = x.shape
-    xt = torch.cat([x.double(), torch.ones(n, heads, 1, dtype=torch.float64)], dim=-1).transpose(0, 1)  # (H, N, D+1)
-    yt = y.double()[None, :].expand(heads, n)
-    reg = torch.full((dim + 1,), 1.0 / c, dtype=torch.float64)
+    xt = torch.cat([x.to(dtype), torch.ones(n, heads, 1, dtype=dtype)], dim=-1).transpose(0, 1).contiguous()
+    yt = y.to(dtype)[None, :].expand(heads, n)
+    reg = torch.full((dim + 1,), 1.0 / c, dtype=dtype)
     reg[-1] = 0.0
-    theta = torch.zeros(heads, dim + 1, dtype=torch.float64)
+    theta = torch.zeros(heads, dim + 1, dtype=dtype)
+    if init is not None:
+        theta = torch.cat([init[0].to(dtype), init[1].to(dtype)[:, None]], dim=-1)
 
-    def objective(t: torch.Tensor) -> torch.Tensor:
-        z = torch.einsum("hnd,hd->hn", xt, t)
+    def logits(t: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(xt, t[..., None])[..., 0]  # (H, N)
+
+    def objective(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.softplus(z).sum(-1) - (yt * z).sum(-1) + 0.5 * (reg * t * t).sum(-1)
 
-    loss = objective(theta)
-    eye = torch.eye(dim + 1, dtype=torch.float64) * 1e-9
+    z = logits(theta)
+    loss = objective(theta, z)
+    ridge = torch.diag(reg) + torch.eye(dim + 1, dtype=dtype) * 1e-6
     for _ in range(max_iter):
-        z = torch.einsum("hnd,hd->hn", xt, theta)
         p = torch.sigmoid(z)
-        grad = torch.einsum("hnd,hn->hd", xt, p - yt) + reg * theta
-        hess = torch.einsum("hnd,hn,hne->hde", xt, p * (1 - p), xt) + torch.diag(reg) + eye
+        grad = torch.bmm(xt.transpose(1, 2), (p - yt)[..., None])[..., 0] + reg * theta
+        hess = torch.bmm(xt.transpose(1, 2) * (p * (1 - p))[:, None, :], xt) + ridge
         step = torch.linalg.solve(hess, grad[..., None])[..., 0]
-        scale = torch.ones(heads, 1, dtype=torch.float64)
-        for _ in range(30):
+        if step.abs().max() < tol * (1.0 + theta.abs().max()):  # relative: float32 steps never reach 0
+            break
+        # Damping: halve the step of any head whose objective would rise (beyond float32 noise).
+        scale = torch.ones(heads, 1, dtype=dtype)
+        for _ in range(20):
             candidate = theta - scale * step
-            new_loss = objective(candidate)
-            worse = new_loss > loss + 1e-12
+            z_new = logits(candidate)
+            new_loss = objective(candidate, z_new)
+            worse = new_loss > loss + 1e-5 * loss.abs() + 1e-6
             if not worse.any():
                 break
             scale = torch.where(worse[:, None], scale * 0.5, scale)
-        accept = new_loss <= loss + 1e-12
+        accept = ~worse
         theta = torch.where(accept[:, None], candidate, theta)
+        z = torch.where(accept[:, None], z_new, z)
         loss = torch.where(accept, new_loss, loss)
-        if (scale * step).abs().max() < tol:
-            break
     return theta[:, :-1].float(), theta[:, -1].float()
 
 
@@ -95,8 +105,9 @@ def probe_scores(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, folds: 
         raise ConfigError("probe data: x, y and groups must have the same number of rows")
     correct = torch.zeros(x.shape[1])
     log_loss = torch.zeros(x.shape[1])
+    warm: tuple[torch.Tensor, torch.Tensor] | None = None
     for held_out in item_folds(groups, folds, seed):
-        w, b = fit_logistic(x[~held_out], y[~held_out], c=c)
+        w, b = warm = fit_logistic(x[~held_out], y[~held_out], c=c, init=warm)
         z = torch.einsum("nhd,hd->nh", x[held_out].float(), w) + b
         target = y[held_out][:, None]
         correct += ((z > 0).float() == target).float().sum(0)

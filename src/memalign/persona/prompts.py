@@ -30,6 +30,9 @@ PALIGN_QUESTION_TEMPLATE = (
 )
 
 
+READ_POSITIONS = ("answer", "decision")
+
+
 @dataclass(frozen=True)
 class LikertOption:
     letter: str
@@ -50,10 +53,20 @@ LIKERT_OPTIONS: tuple[LikertOption, ...] = (
 class PromptConfig:
     """How an item becomes a prompt, what the assistant "says" in capture prompts, and what is scored.
 
-    ``answer_format`` is the assistant's answer in the agree/disagree capture prompts; the default ``({letter}``
-    is what instruct models emit as one token (``(A``) right after the assistant header, so activations are
-    read at a token the model itself would produce. ``token_variants`` are the spellings whose next-token
-    probabilities are summed into an option's score (only those that are a single token count).
+    ``read`` picks where the agree/disagree activations are read:
+
+    ``answer`` (PAS / PAlign, :meth:`palign`)
+        the prompt is answered (``answer_format``, default ``({letter}``, which instruct models emit as one
+        token right after the assistant header) and the heads are read at that answer token;
+    ``decision`` (default)
+        the user turn ends with ``decision_instruction`` ("Answer (A).") and the heads are read at the
+        last prompt token, the position that *predicts* the answer. That is where the ``generated``
+        policy steers and where the answer is scored; the answer token of ``answer`` comes one position
+        later, where late heads encode "A was just said" (which, added before the answer, can push the
+        other way).
+
+    ``token_variants`` are the spellings whose next-token probabilities are summed into an option's
+    score (only those that are a single token count).
     """
 
     question_template: str = PALIGN_QUESTION_TEMPLATE
@@ -65,8 +78,12 @@ class PromptConfig:
     agree_letter: str = "A"
     disagree_letter: str = "E"
     second_person: bool = True
+    read: str = "decision"
+    decision_instruction: str = "Answer ({letter})."
 
     def __post_init__(self) -> None:
+        if self.read not in READ_POSITIONS:
+            raise ConfigError(f"read must be one of {', '.join(READ_POSITIONS)}, got {self.read!r}")
         if "{statement}" not in self.question_template:
             raise ConfigError("question_template must contain '{statement}'")
         letters = [o.letter for o in self.options]
@@ -79,11 +96,16 @@ class PromptConfig:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is not one of the option letters {letters}")
         if self.agree_letter == self.disagree_letter:
             raise ConfigError("agree_letter and disagree_letter must differ")
-        for name in ("answer_format", "option_line"):
+        for name in ("answer_format", "option_line", "decision_instruction"):
             if "{letter}" not in getattr(self, name):
                 raise ConfigError(f"{name} must contain '{{letter}}'")
         if not self.token_variants or any("{letter}" not in v for v in self.token_variants):
             raise ConfigError("token_variants must be non-empty and each contain '{letter}'")
+
+    @classmethod
+    def palign(cls, **overrides: Any) -> PromptConfig:
+        """PAlign's read position: the answer token (with the single-token ``(A`` answer, not its ``[:-5]``)."""
+        return cls(**{"read": "answer", **overrides})
 
     @property
     def values(self) -> tuple[int, ...]:
@@ -223,11 +245,17 @@ def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, user: str, system: str |
 
 
 def question_prompt_ids(tokenizer: PreTrainedTokenizerBase, item: Item, config: PromptConfig,
-                        rewording: str | None = None, system: str | None = None) -> list[int]:
-    """One item's question prompt; ``system`` overrides ``config.system_prompt`` (e.g. a persona profile)."""
+                        rewording: str | None = None, system: str | None = None,
+                        decided: str | None = None) -> list[int]:
+    """One item's question prompt; ``system`` overrides ``config.system_prompt`` (e.g. a persona profile).
+
+    ``decided`` (an option letter) appends the decision instruction for that letter (``read="decision"``).
+    """
     statement = statement_text(item, rewording, config.second_person)
-    return chat_prompt_ids(tokenizer, config.question(statement),
-                           config.system_prompt if system is None else system)
+    user = config.question(statement)
+    if decided is not None:
+        user += config.decision_instruction.format(letter=decided)
+    return chat_prompt_ids(tokenizer, user, config.system_prompt if system is None else system)
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerBase, letter: str, config: PromptConfig) -> list[int]:

@@ -84,6 +84,17 @@ class OptionScorer:
         self._flat = torch.tensor(flat, dtype=torch.long)
         self._owner = torch.tensor([o for o, ids in enumerate(self.option_ids) for _ in ids], dtype=torch.long)
 
+    @property
+    def vocab(self) -> list[int]:
+        """The option token ids, in the column order :meth:`from_option_logits` expects."""
+        return self._flat.tolist()
+
+    def from_option_logits(self, logits: torch.Tensor, item_ids: Sequence[int]) -> AnswerScores:
+        """Scores from the option tokens' logits only (columns = :attr:`vocab`); ``mass`` is unknown (NaN)."""
+        probs = torch.softmax(logits.float(), dim=-1).cpu()
+        per_option = torch.zeros(probs.shape[0], len(self.values)).index_add_(1, self._owner, probs)
+        return AnswerScores(tuple(item_ids), per_option, torch.full((probs.shape[0],), math.nan), self.values)
+
     def __call__(self, logits: torch.Tensor, item_ids: Sequence[int]) -> AnswerScores:
         probs = torch.softmax(logits.float(), dim=-1)[:, self._flat.to(logits.device)].cpu()
         per_option = torch.zeros(probs.shape[0], len(self.values)).index_add_(1, self._owner, probs)

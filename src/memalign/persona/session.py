@@ -71,8 +71,8 @@ class QuestionnaireSession:
         self._row = {item_id: n for n, item_id in enumerate(self.item_ids)}
         self.config = config or PromptConfig()
         self.batch_size, self.max_rows = batch_size, max_rows
-        rewordings = rewordings or {}
-        self.questions = [question_prompt_ids(tokenizer, it, self.config, rewordings.get(it.full_id), system)
+        self._rewordings, self._system = dict(rewordings or {}), system
+        self.questions = [question_prompt_ids(tokenizer, it, self.config, self._rewordings.get(it.full_id), system)
                           for it in self.items]
         if any(len(q) < 2 for q in self.questions):
             raise ConfigError("a question prompt tokenized to fewer than two tokens")
@@ -83,6 +83,7 @@ class QuestionnaireSession:
         self._identity = model_identity(model)
         self._bank: ContextBank | None = None
         self._unsteered: AnswerScores | None = None
+        self._option_path_ok: bool | None = None
 
     # ---- cache plumbing -------------------------------------------------------------------------
     def _cache_path(self, kind: str, *parts: object) -> Path | None:
@@ -149,13 +150,38 @@ class QuestionnaireSession:
         """
         rows = [self.rows([i])[0] for i in item_ids]
         finals = [self.finals[r] for r in rows]
+        vocab = self.scorer.vocab if self.option_logits_match() else None
         logits = self.bank.run(self.model, finals, rows, max_rows=self.max_rows,
-                               chunk_context=lambda part: row_shifts(self.model, shifts, part, "generated"))
-        return self.scorer(logits, list(item_ids))
+                               chunk_context=lambda part: row_shifts(self.model, shifts, part, "generated"),
+                               vocab=vocab)
+        if vocab is None:
+            return self.scorer(logits, list(item_ids))
+        return self.scorer.from_option_logits(logits, list(item_ids))
+
+    def option_logits_match(self) -> bool:
+        """Whether option logits from decoder + output-embedding rows equal the model's own (checked once).
+
+        True for every supported family; a model whose head does more than a linear map (and optional
+        soft-capping) falls back to full logits instead of being scored wrongly.
+        """
+        if self._option_path_ok is None:
+            rows = list(range(min(2, len(self.items))))
+            finals = [self.finals[r] for r in rows]
+            full = self.scorer(self.bank.run(self.model, finals, rows), [self.item_ids[r] for r in rows])
+            sub = self.scorer.from_option_logits(self.bank.run(self.model, finals, rows, vocab=self.scorer.vocab),
+                                                 [self.item_ids[r] for r in rows])
+            self._option_path_ok = bool(torch.allclose(full.probs, sub.probs, atol=1e-3))
+        return self._option_path_ok
 
     # ---- activation capture ---------------------------------------------------------------------
     def capture(self) -> HeadActivations:
-        """Heads at the answer token of every item's agree and disagree prompt (cached on disk)."""
+        """Heads of every item's agree and disagree prompt at the read position (cached on disk).
+
+        ``config.read == "answer"``: at the answer token appended to the question (PAS).
+        ``config.read == "decision"``: at the last token of the question with a decision instruction.
+        """
+        if self.config.read == "decision":
+            return self._capture_decision()
         agree, disagree = contrast_answer_ids(self.tokenizer, self.config)
         path = self._cache_path("activations", self.questions, agree, disagree)
         if path is not None and path.is_file():
@@ -170,4 +196,25 @@ class QuestionnaireSession:
         activations = HeadActivations(self.item_ids, captured[0], captured[1])
         if path is not None:
             activations.save(path, {"model": self._identity, "answers": [agree, disagree]})
+        return activations
+
+    def _capture_decision(self) -> HeadActivations:
+        prompts = [[question_prompt_ids(self.tokenizer, item, self.config, self._rewordings.get(item.full_id),
+                                        self._system, decided=letter) for item in self.items]
+                   for letter in (self.config.agree_letter, self.config.disagree_letter)]
+        path = self._cache_path("activations", "decision", prompts)
+        if path is not None and path.is_file():
+            return HeadActivations.load(path)
+        captured = []
+        for side, questions in zip(("agree", "disagree"), prompts, strict=True):
+            bank = ContextBank.build(self.model, [q[:-1] for q in questions], self.batch_size,
+                                     description=f"Encoding {side} decision prompts")
+            with capture_last_token(self.model) as records:
+                bank.run(self.model, [[q[-1]] for q in questions], max_rows=self.max_rows)
+            captured.append(stack_records(records))
+        if torch.equal(captured[0], captured[1]):
+            raise ConfigError("agree and disagree decision prompts give identical activations")
+        activations = HeadActivations(self.item_ids, captured[0], captured[1])
+        if path is not None:
+            activations.save(path, {"model": self._identity, "read": "decision"})
         return activations
