@@ -23,6 +23,7 @@ def _one_thread():
 
 
 BAKEABLE = {"qwen3", "qwen3_moe", "llama", "gemma3_text"}  # attention_bias turns on an o_proj bias
+AS_LLAMA = {"qwen2", "mistral"}  # no o_proj bias field, but exactly expressible as Llama
 
 
 @pytest.fixture(scope="module")
@@ -188,14 +189,23 @@ def test_bake_matches_hook_after_reload_or_refuses(models, kind, tmp_path):
 
     model = get(models, kind)
     steering = random_steering(model, k=4, alpha=3.0)
-    if kind not in BAKEABLE:
-        with pytest.raises(UnsupportedArchitectureError, match="o_proj without a bias"):
-            bake(model, steering, tmp_path / "baked")
-        return
-    assert o_proj_bias_field(model)[0] == "attention_bias"
     base = logits(model, IDS)
     with steering.apply(model):
         hooked = logits(model, IDS)
+    if kind not in BAKEABLE:
+        with pytest.raises(UnsupportedArchitectureError, match="o_proj without a bias"):
+            bake(model, steering, tmp_path / "baked")
+        if kind not in AS_LLAMA:
+            with pytest.raises(UnsupportedArchitectureError, match="cannot be re-expressed as Llama"):
+                bake(model, steering, tmp_path / "baked", as_llama=True)
+            return
+        bake(model, steering, tmp_path / "baked", as_llama=True)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "baked", dtype=torch.float32).eval()
+        assert type(reloaded).__name__ == "LlamaForCausalLM"
+        assert torch.allclose(logits(reloaded, IDS), hooked, atol=1e-4)
+        assert torch.equal(logits(model, IDS), base)
+        return
+    assert o_proj_bias_field(model)[0] == "attention_bias"
     bake(model, steering, tmp_path / "baked")
     assert torch.equal(logits(model, IDS), base)  # the model itself is left as it was
     assert all(o.bias is None for o in get_arch_spec(model).o_projs(model))

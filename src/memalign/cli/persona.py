@@ -149,6 +149,8 @@ def bake(
     steering: Path = typer.Option(..., help="steering directory written by `persona align`"),
     out: Path = typer.Option(..., "--out", "-o", help="directory for the Hugging Face checkpoint"),
     alpha: float | None = typer.Option(None, help="strength (default: the fitted one)"),
+    as_llama: bool = typer.Option(False, "--as-llama", help="write a Qwen2/Mistral model as the equivalent Llama "
+                                  "checkpoint (their o_proj cannot carry a bias)"),
     dtype: str = typer.Option("auto"),
 ) -> None:
     """Fold a steering (positions=all) into o_proj biases and save a checkpoint that reloads with it."""
@@ -158,5 +160,5 @@ def bake(
 
     model_obj, tokenizer = load_model(model, dtype=dtype)
     loaded = load_steering(steering, model_obj)
-    bake_steering(model_obj, loaded, out, tokenizer=tokenizer, alpha=alpha)
+    bake_steering(model_obj, loaded, out, tokenizer=tokenizer, alpha=alpha, as_llama=as_llama)
     console.print(f"wrote {out} (load it with transformers' from_pretrained; no memalign needed)")

@@ -140,9 +140,10 @@ def _stance(value: int | None) -> int:
     return 0 if value is None or value == 3 else (1 if value > 3 else -1)
 
 
-def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], ranking_k: int, spec: ArchSpec,
-                    config: FitConfig, seed: int, ks: Sequence[int]) -> tuple[dict[int, Steering], torch.Tensor]:
-    """Probe-rank heads on these items and build a steering (alpha 1) for each K; also the ranked accuracies.
+def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], spec: ArchSpec, config: FitConfig,
+                    seed: int, ks: Sequence[int]) -> tuple[dict[int, Steering], torch.Tensor]:
+    """Probe-rank heads on these items and build a steering (alpha 1) for each K, plus the held-out
+    probe accuracies in ranking order.
 
     Heads whose two classes have the same mean (e.g. a first-layer head that only sees the current
     token, when both prompts end in the same token) have no direction and are never chosen.
@@ -162,7 +163,7 @@ def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], ra
         heads = [divmod(int(i), spec.num_heads) for i in chosen]
         out[k] = Steering(tuple(heads), directions, stds, 1.0, spec.num_layers, spec.num_heads, spec.head_dim,
                           config.positions)
-    return out, scores.accuracy[ranking[:ranking_k]]
+    return out, scores.accuracy[ranking]
 
 
 def _sweep_generated(session: QuestionnaireSession, candidates: list[tuple[int, float, list[int], Steering]],
@@ -230,7 +231,7 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
             train_stances = {i: stances[i] for i in labeled if i not in set(held_out)}
             if sum(1 for s in train_stances.values() if s) < 2:
                 raise DataError("too few non-neutral training answers outside a CV fold; lower cv_folds")
-            steerings, _ = _heads_steering(activations, train_stances, 0, spec, config, config.seed + 1 + f, ks)
+            steerings, _ = _heads_steering(activations, train_stances, spec, config, config.seed + 1 + f, ks)
             candidates += [(k, alpha, held_out, steerings[k]) for k in ks for alpha in nonzero]
             advance(1)
     if config.positions == "generated":
@@ -245,8 +246,8 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     cv_mae = {key: sum(v) / len(v) for key, v in errors.items()}
     best_k, best_alpha = min(cv_mae, key=lambda key: (round(cv_mae[key], 12), abs(key[1]), key[0]))
 
-    final, accuracy = _heads_steering(activations, {i: stances[i] for i in labeled}, best_k, spec, config,
-                                      config.seed, [best_k])
+    final, accuracy = _heads_steering(activations, {i: stances[i] for i in labeled}, spec, config, config.seed,
+                                      [best_k])
     info = {
         "library_version": memalign.__version__,
         **model_identity(session.model),
@@ -261,7 +262,7 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     steering = Steering(steering.heads, steering.directions, steering.stds, steering.alpha, steering.num_layers,
                         steering.num_heads, steering.head_dim, steering.positions, info)
     return FitResult(steering, best_k, best_alpha, cv_mae, len(labeled), len(scored), time.perf_counter() - start,
-                     tuple(accuracy.tolist()), time.process_time() - cpu_start)
+                     tuple(accuracy[:best_k].tolist()), time.process_time() - cpu_start)
 
 
 class PersonaAligner:

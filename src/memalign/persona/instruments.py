@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +244,3 @@ def palign_split(instrument: Instrument) -> ItemSplit:
     chosen = set(train)
     return ItemSplit(train=train, test=tuple(i for i in instrument.ids if i not in chosen))
 
-
-def items_in(instrument: Instrument, ids: Sequence[int]) -> tuple[Item, ...]:
-    return tuple(instrument.item(i) for i in ids)
