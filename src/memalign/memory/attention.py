@@ -109,10 +109,14 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
         k_mem = torch.cat(keys, dim=1) if len(keys) > 1 else keys[0]
         v_mem = torch.cat(values, dim=1) if len(values) > 1 else values[0]
         if k_mem.shape[1] > 0:
-            k_mem = rotate(k_mem.unsqueeze(0), *rope.at(0, 1))
+            k_mem = k_mem.unsqueeze(0)
+            if not rope.identity_at_zero:
+                k_mem = rotate(k_mem, *rope.at(0, 1))
             parts.append(attend(q_mem, k_mem, v_mem.unsqueeze(0), scale))
         if band_mask is not None:
-            k_band_mem = rotate(k_band_raw.unsqueeze(0), *rope.at(0, 1))
+            k_band_mem = k_band_raw.unsqueeze(0)
+            if not rope.identity_at_zero:
+                k_band_mem = rotate(k_band_mem, *rope.at(0, 1))
             parts.append(attend(q_mem, k_band_mem, v_band.unsqueeze(0), scale, mask=~band_mask))
 
     out, lse = merge(parts, out_dtype=q.dtype)

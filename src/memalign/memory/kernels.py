@@ -75,8 +75,10 @@ def merge(parts: list[tuple[torch.Tensor, torch.Tensor]], out_dtype: torch.dtype
         return out.to(out_dtype or out.dtype), lse
     lses = torch.stack([lse for _, lse in parts])  # [P,B,H,L]
     total = torch.logsumexp(lses, dim=0)
-    weights = torch.exp(lses - total.clamp_min(-1e30)).nan_to_num_(0.0)
-    out = sum(w.unsqueeze(-1) * o.float() for w, (o, _) in zip(weights, parts, strict=True))
+    weights = torch.exp(lses - total.clamp_min(-1e30)).nan_to_num_(0.0).unsqueeze(-1)
+    out = parts[0][0].float().mul_(weights[0])
+    for w, (o, _) in zip(weights[1:], parts[1:], strict=True):
+        out.addcmul_(o.float(), w)
     return out.to(out_dtype or parts[0][0].dtype), total
 
 

@@ -46,6 +46,8 @@ class RopeTable:
         with torch.no_grad():
             cos, sin = self._fn(dummy, positions)
         self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+        # Position 0 is the identity for rope types without attention scaling: memory keys need no rotation.
+        self.identity_at_zero = bool((self.cos[0] == 1).all() and (self.sin[0] == 0).all())
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         needed = int(positions.max()) + 1 if positions.numel() else 0
