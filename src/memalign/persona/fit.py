@@ -112,6 +112,7 @@ class FitResult:
     seconds: float
     head_accuracy: tuple[float, ...] = field(default=())
     cpu_seconds: float = math.nan  # process CPU time: comparable across machine load, unlike ``seconds``
+    cv_errors: dict[tuple[int, float], dict[int, float]] = field(default_factory=dict, repr=False)
 
     @property
     def unsteered_cv_mae(self) -> float:
@@ -167,7 +168,7 @@ def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], sp
 
 
 def _sweep_generated(session: QuestionnaireSession, candidates: list[tuple[int, float, list[int], Steering]],
-                     raw: Mapping[int, int | None], errors: dict[tuple[int, float], list[float]],
+                     raw: Mapping[int, int | None], errors: dict[tuple[int, float], dict[int, float]],
                      prediction: str) -> None:
     """Score every (candidate, held-out item) pair in a few wide forwards, one shift per row."""
     items: list[int] = []
@@ -186,7 +187,7 @@ def _sweep_generated(session: QuestionnaireSession, candidates: list[tuple[int, 
     with status(f"Scoring {len(candidates)} candidate steerings on their held-out items ({len(items)} rows)"):
         predictions = session.score_rows(items, shifts).predictions(prediction).tolist()
     for (k, alpha, _, _), (begin, end, _) in zip(candidates, blocks, strict=True):
-        errors[(k, alpha)].extend(abs(predictions[r] - raw[items[r]]) for r in range(begin, end))
+        errors[(k, alpha)].update({items[r]: abs(predictions[r] - raw[items[r]]) for r in range(begin, end)})
 
 
 def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
@@ -220,11 +221,11 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
                   if len(part)]
     ks = config.k_candidates
     nonzero = [a for a in config.alpha_grid if a != 0.0]
-    errors: dict[tuple[int, float], list[float]] = {(k, a): [] for k in ks for a in config.alpha_grid}
+    errors: dict[tuple[int, float], dict[int, float]] = {(k, a): {} for k in ks for a in config.alpha_grid}
     if 0.0 in config.alpha_grid:
         base = session.score(item_ids=scored).abs_errors(raw, config.prediction)
         for k in ks:
-            errors[(k, 0.0)] = [base[i] for i in scored]
+            errors[(k, 0.0)] = {i: base[i] for i in scored}
     candidates: list[tuple[int, float, list[int], Steering]] = []
     with progress_bar("Fitting fold probes", total=len(fold_items), unit="folds") as advance:
         for f, held_out in enumerate(fold_items):
@@ -241,9 +242,9 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
                           unit="fits") as advance:
             for k, alpha, held_out, steering in candidates:
                 scores = session.score(steering, alpha=alpha, item_ids=held_out)
-                errors[(k, alpha)].extend(scores.abs_errors(raw, config.prediction).values())
+                errors[(k, alpha)].update(scores.abs_errors(raw, config.prediction))
                 advance(1)
-    cv_mae = {key: sum(v) / len(v) for key, v in errors.items()}
+    cv_mae = {key: sum(v.values()) / len(v) for key, v in errors.items()}
     best_k, best_alpha = min(cv_mae, key=lambda key: (round(cv_mae[key], 12), abs(key[1]), key[0]))
 
     final, accuracy = _heads_steering(activations, {i: stances[i] for i in labeled}, spec, config, config.seed,
@@ -262,7 +263,7 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     steering = Steering(steering.heads, steering.directions, steering.stds, steering.alpha, steering.num_layers,
                         steering.num_heads, steering.head_dim, steering.positions, info)
     return FitResult(steering, best_k, best_alpha, cv_mae, len(labeled), len(scored), time.perf_counter() - start,
-                     tuple(accuracy[:best_k].tolist()), time.process_time() - cpu_start)
+                     tuple(accuracy[:best_k].tolist()), time.process_time() - cpu_start, errors)
 
 
 class PersonaAligner:
