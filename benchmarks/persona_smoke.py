@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=5, help="first N subjects of subjects_200.json")
     parser.add_argument("--positions", default="generated", choices=["generated", "all"])
     parser.add_argument("--k", default="24,64", help="K, or comma-separated K values chosen by CV")
-    parser.add_argument("--alpha-grid", default="-8,-6,-4,-2,-1,0,1,2,4,6,8")
+    parser.add_argument("--alpha-grid", default="-4,-2,-1,0,1,2,4,6,8")
     parser.add_argument("--cv-folds", type=int, default=5)
     parser.add_argument("--prediction", default="expected", choices=["expected", "argmax"])
     parser.add_argument("--read", default="decision", choices=["answer", "decision"],

@@ -79,7 +79,7 @@ def align(
     recoded: bool | None = typer.Option(None, "--recoded/--raw", help="reverse-keyed answers already recoded "
                                         "(PAPI/Johnson data) or as ticked; needed unless the file declares it"),
     k: str = typer.Option("24,64", help="number of steered heads; several (comma-separated): chosen by CV"),
-    alpha_grid: str = typer.Option("-8,-6,-4,-2,-1,0,1,2,4,6,8", help="strengths tried by cross-validation"),
+    alpha_grid: str = typer.Option("-4,-2,-1,0,1,2,4,6,8", help="strengths tried by cross-validation"),
     positions: str = typer.Option("generated", help="generated (new tokens only) or all (PAlign's bias)"),
     read: str = typer.Option("decision", help="read heads where the answer is predicted (decision) or at the "
                              "answer token (answer, PAlign)"),

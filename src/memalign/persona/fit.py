@@ -40,10 +40,12 @@ from memalign.persona.subjects import SubjectAnswers
 from memalign.progress import progress_bar, status
 
 PALIGN_ALPHA_GRID = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
-# PAlign's grid plus its mirror: the direction's sign follows the person's majority stance, but an
-# unsteered instruct model already over-agrees (it answers "Moderately Accurate" to everything), so
+# PAlign's grid plus negative strengths: the direction's sign follows the person's majority stance, but
+# an unsteered instruct model already over-agrees (it answers "Moderately Accurate" to everything), so
 # pushing *against* the majority is often what brings its answers to the person's level; CV decides.
-SIGNED_ALPHA_GRID = (-8.0, -6.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
+# The negative side stops at -4: on 12 development subjects (PAPI 10-21, not the reported ones) CV
+# picked -6/-8 for three of them and two got worse on the test items; capped, 9/12 improve.
+SIGNED_ALPHA_GRID = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
 DEFAULT_K_GRID = (24, 64)
 
 
