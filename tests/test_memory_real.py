@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import shared_data
 
 from memalign import load_model
 from memalign.generation import MemoryChatSession
 from memalign.memory import EMConfig, EpisodicMemory
-from conftest import shared_data
 
 pytestmark = pytest.mark.slow
 
