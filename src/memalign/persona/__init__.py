@@ -36,6 +36,8 @@ from memalign.persona.instruments import (
     load_split,
     palign_split,
 )
+from memalign.persona.metrics import AlignmentScore, alignment_score, item_errors, mean_score
+from memalign.persona.predictors import PREDICTORS, Predictor, get_predictor
 from memalign.persona.prompts import (
     DEFAULT_SYSTEM_PROMPT,
     LIKERT_OPTIONS,
@@ -66,4 +68,5 @@ __all__ = [
     "facet_scores", "find_subject", "fit_steering", "load_answers", "load_ipip_neo_120", "load_ipip_neo_300",
     "load_item_key", "load_rewordings", "load_split", "load_steering", "model_fingerprint", "palign_split",
     "read_steering", "save_steering", "to_second_person",
+    "AlignmentScore", "PREDICTORS", "Predictor", "alignment_score", "get_predictor", "item_errors", "mean_score",
 ]
