@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Importing the command modules registers their commands on ``app``.
-from memalign.cli import bench, chat, models_cmd, persona  # noqa: E402, F401
+from memalign.cli import bench, chat, models_cmd, persona, persona_eval  # noqa: E402, F401
 
 
 def main() -> None:
