@@ -34,6 +34,8 @@ def worker(args: argparse.Namespace) -> dict:
     from memalign.memory import EMConfig, EpisodicMemory
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     spec = get_arch_spec(model)
     vocab = min(spec.vocab_size, 30000)
@@ -96,8 +98,10 @@ def main() -> None:
     ap.add_argument("--segmentation", default="surprise")
     ap.add_argument("--decode", type=int, default=16, help="decode steps timed")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     ap.add_argument("--full-max", type=int, default=None, help="longest context for full attention")
     ap.add_argument("--out", type=Path, default=Path("results/em_cost"))
+    ap.add_argument("--resume", action="store_true", help="keep (method, length) rows already in OUT/rows.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--length", type=int, default=None, help=argparse.SUPPRESS)
@@ -112,14 +116,20 @@ def main() -> None:
     full_max = min(args.full_max or max_pos, max_pos)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    saved = args.out / "rows.json"
+    previous = json.loads(saved.read_text()) if args.resume and saved.is_file() else []
+    kept = {(r["method"], r["length"]): r for r in previous if "skipped" not in r}
     lengths = [parse_length(x) for x in args.lengths.split(",")]
     for length in lengths:
         for method in args.methods.split(","):
+            if (method, length) in kept:
+                rows.append(kept[(method, length)])
+                continue
             if method == "full" and length > full_max:
                 rows.append({"method": "full", "length": length, "skipped": f"> {full_max} positions"})
                 continue
             cmd = [sys.executable, __file__, "--worker", "--method", method, "--length", str(length)]
-            for flag in ("model", "n_init", "n_local", "n_mem", "chunk", "segmentation", "decode", "dtype"):
+            for flag in ("model", "n_init", "n_local", "n_mem", "chunk", "segmentation", "decode", "dtype", "threads"):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -137,7 +147,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     by = {(r["method"], r["length"]): r for r in ok}
     lengths = sorted({r["length"] for r in rows})
     lines = [f"model {args.model}, memory n_init={args.n_init} n_local={args.n_local} n_mem={args.n_mem} "
-             f"chunk={args.chunk} ({args.segmentation})", "",
+             f"chunk={args.chunk} ({args.segmentation}), {args.threads or 'default'} torch threads", "",
              "| context | method | prefill tok/s | decode ms/tok | peak RSS MiB | KV/memory MiB | mem/full prefill |",
              "|---|---|---|---|---|---|---|"]
     for length in lengths:

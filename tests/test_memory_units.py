@@ -314,3 +314,18 @@ def test_rotate_is_bit_identical_to_transformers():
     cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
     ref, _ = apply_rotary_pos_emb(x, x, cos[None], sin[None])
     assert torch.equal(rotate(x, cos, sin), ref)
+
+
+def test_sliding_window_buffer_stays_compact():
+    from memalign.memory.buffers import TokenBuffer
+
+    buf = TokenBuffer(1, (2,), torch.float32, torch.device("cpu"))
+    counter = 0
+    for _ in range(60):  # window of 2560 live tokens, chunks of 512 in and out (the EM tail's pattern)
+        chunk = torch.arange(counter, counter + 512, dtype=torch.float32)[None, :, None].expand(1, 512, 2)
+        buf.append(chunk)
+        counter += 512
+        if len(buf) > 2560:
+            buf.pop_front(len(buf) - 2560)
+        assert torch.equal(buf.view()[0, :, 0], torch.arange(counter - len(buf), counter, dtype=torch.float32))
+    assert buf._data.shape[1] <= 4096  # was 8192 (3.2x the live window) with the half-full rule
