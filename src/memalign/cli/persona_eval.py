@@ -78,6 +78,8 @@ def eval_cmd(
     palign: bool = typer.Option(False, "--palign", help="PAlign's PAS settings (read answer, K 24, alpha 0..8, "
                                 "positions all) with CV selection"),
     calibration_l2: float = typer.Option(0.1, help="slope shrinkage of the calibration modes"),
+    label: str | None = typer.Option(None, help="name this run's variant (e.g. other PAS settings): results are "
+                                     "stored as MODE[LABEL] beside the default ones"),
     threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("cpu"),
@@ -130,7 +132,8 @@ def eval_cmd(
     config = {"subjects_file": str(subjects_path), "offset": offset, "limit": limit,
               "personality_prompts": str(prompts_path) if persona_texts is not None else "generated",
               "dtype": str(model_obj.dtype) if model_obj is not None else None, "threads": torch.get_num_threads()}
-    paths = run_eval(setup, names, chosen, out, model if needs_model else None, config, unparsed=unparsed)
+    paths = run_eval(setup, names, chosen, out, model if needs_model else None, config, unparsed=unparsed,
+                     label=label)
     from memalign.persona.evaluation.report import load_results
 
     console.print(markdown_table(load_results(list(paths.values()))), highlight=False, soft_wrap=True)

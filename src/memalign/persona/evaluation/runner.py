@@ -70,8 +70,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _check_config(out: Path, config: dict[str, Any]) -> None:
-    path = out / "config.json"
+def _check_config(out: Path, config: dict[str, Any], label: str | None = None) -> None:
+    path = out / (f"config[{label}].json" if label else "config.json")
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         changed = [k for k in RESUME_KEYS if _clean(old.get(k)) != _clean(config.get(k))]
@@ -84,11 +84,9 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
 
 
 def write_summary(out: Path, mode: str, model: str | None, records: Sequence[dict[str, Any]],
-                  meta: dict[str, Any]) -> Path:
-    from memalign.persona.evaluation.modes import MODES
-
+                  meta: dict[str, Any], description: str = "") -> Path:
     path = result_path(out, mode, model)
-    document = {"mode": mode, "description": MODES[mode].description, "model": model, **meta,
+    document = {"mode": mode, "description": description, "model": model, **meta,
                 **summarize(records), "records": list(records)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(_clean(document), indent=1) + "\n", encoding="utf-8")
@@ -98,18 +96,24 @@ def write_summary(out: Path, mode: str, model: str | None, records: Sequence[dic
 
 def run_eval(setup: EvalSetup, modes: Sequence[str], subjects: Sequence[SubjectAnswers], out: Path,
              model: str | None, config: dict[str, Any] | None = None, unparsed: str = "midpoint",
-             keep_predictions: bool = True) -> dict[str, Path]:
-    """Evaluate ``modes`` on ``subjects`` (held-out items of ``setup.split``), resuming what ``out`` holds."""
+             keep_predictions: bool = True, label: str | None = None) -> dict[str, Path]:
+    """Evaluate ``modes`` on ``subjects`` (held-out items of ``setup.split``), resuming what ``out`` holds.
+
+    ``label`` names a variant (e.g. other PAS settings): results are stored as ``{mode}[{label}]``, so
+    variants of one mode sit side by side in a report.
+    """
+    if label is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", label):
+        raise ConfigError(f"label {label!r} may only hold letters, digits and . _ + -")
     if unparsed not in ("midpoint", "exclude"):
         raise ConfigError(f"unparsed must be 'midpoint' or 'exclude', got {unparsed!r}")
     if not subjects:
         raise ConfigError("no subjects to evaluate")
-    mode_objs = {name: get_mode(name) for name in modes}
+    mode_objs = {(f"{name}[{label}]" if label else name): get_mode(name) for name in modes}
     config = {**(config or {}), "model": model, "modes": list(mode_objs), "unparsed": unparsed,
               "answering": setup.answering, "prompt_config": setup.prompt_config.to_dict(),
               "fit_config": setup.fit_config.to_dict(), "calibration_l2": setup.calibration_l2,
               "split": {"train": list(setup.split.train), "test": list(setup.split.test)}}
-    _check_config(Path(out), config)
+    _check_config(Path(out), config, label)
     out = Path(out)
     (out / "records").mkdir(parents=True, exist_ok=True)
     records = {m: read_records(out / "records" / f"{m}.jsonl") for m in mode_objs}
@@ -144,8 +148,9 @@ def run_eval(setup: EvalSetup, modes: Sequence[str], subjects: Sequence[SubjectA
                 done[name].add(person.subject_id)
             if time.monotonic() - last_write > 30:  # summaries for a look during long runs; JSONL is the truth
                 for name in mode_objs:
-                    write_summary(out, name, model, [r for r in records[name] if r["subject"] in wanted], meta)
+                    write_summary(out, name, model, [r for r in records[name] if r["subject"] in wanted], meta,
+                                  mode_objs[name].description)
                 last_write = time.monotonic()
             advance(1)
-    return {name: write_summary(out, name, model, [r for r in records[name] if r["subject"] in wanted], meta)
-            for name in mode_objs}
+    return {name: write_summary(out, name, model, [r for r in records[name] if r["subject"] in wanted], meta,
+                                mode_objs[name].description) for name in mode_objs}
