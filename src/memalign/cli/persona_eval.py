@@ -130,7 +130,8 @@ def eval_cmd(
     setup = EvalSetup(ipip, item_split, population, model_obj, tokenizer, texts, prompt_config, fit_config,
                       persona_texts, answering=answering, calibration_l2=calibration_l2)
     config = {"subjects_file": str(subjects_path), "offset": offset, "limit": limit,
-              "personality_prompts": str(prompts_path) if persona_texts is not None else "generated",
+              "personality_prompts": (None if "personality_prompt" not in names
+                                      else str(prompts_path) if persona_texts is not None else "generated"),
               "dtype": str(model_obj.dtype) if model_obj is not None else None, "threads": torch.get_num_threads()}
     paths = run_eval(setup, names, chosen, out, model if needs_model else None, config, unparsed=unparsed,
                      label=label)
@@ -165,7 +166,10 @@ def report_cmd(
         table.add_column(column, justify="left" if column in ("model", "mode") else "right")
     for row in table_rows(results):
         table.add_row(*row)
-    console.print(table)
+    from rich.console import Console
+
+    # a pipe or a log file gets the full table instead of 80 columns of ellipses
+    (console if console.is_terminal else Console(width=200, stderr=True)).print(table)
     folder = plots or (dirs[0] if dirs[0].is_dir() else dirs[0].parent)
     folder.mkdir(parents=True, exist_ok=True)
     written = [plot_trait_errors(results, folder / "trait_errors.png")]

@@ -74,11 +74,14 @@ def _check_config(out: Path, config: dict[str, Any], label: str | None = None) -
     path = out / (f"config[{label}].json" if label else "config.json")
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in RESUME_KEYS if _clean(old.get(k)) != _clean(config.get(k))]
+        # a key one of the runs did not use (None) is compatible with anything
+        changed = [k for k in RESUME_KEYS if old.get(k) is not None and config.get(k) is not None
+                   and _clean(old.get(k)) != _clean(config.get(k))]
         if changed:
             raise ConfigError(f"{out} holds results of a different run ({', '.join(changed)} differ); use another "
                               "--out, or delete the directory to start over")
-        config = {**old, **config, "modes": list(dict.fromkeys([*old.get("modes", []), *config["modes"]]))}
+        modes = list(dict.fromkeys([*old.get("modes", []), *config["modes"]]))
+        config = {**old, **{k: v for k, v in config.items() if v is not None}, "modes": modes}
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(config), indent=1) + "\n", encoding="utf-8")
 
