@@ -328,4 +328,4 @@ def test_sliding_window_buffer_stays_compact():
         if len(buf) > 2560:
             buf.pop_front(len(buf) - 2560)
         assert torch.equal(buf.view()[0, :, 0], torch.arange(counter - len(buf), counter, dtype=torch.float32))
-    assert buf._data.shape[1] <= 4096  # was 8192 (3.2x the live window) with the half-full rule
+    assert buf._data.shape[1] <= 2 * (2560 + 512)  # was 8192 with doubling and the half-full rule
