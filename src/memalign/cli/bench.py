@@ -83,12 +83,18 @@ def run_cmd(
     n_mem: int = typer.Option(2048, help="budget: retrieved memory tokens (streaming adds them to its window)"),
     chunk_size: int = typer.Option(512, help="memory methods: prefill chunk (one retrieval per chunk)"),
     prefill_chunk: int = typer.Option(2048, help="full attention: prefill chunk"),
-    dtype: str = typer.Option("auto", help="auto (bf16), bf16, fp16 or fp32"),
+    dtype: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively, else fp32), "
+                              "bf16, fp16 or fp32"),
     haystack: Path | None = typer.Option(None, help="folder of .txt essays for niah / RULER essay tasks"),
     data_dir: Path | None = typer.Option(None, help="folder of official LongBench / InfiniteBench .jsonl files"),
     depths: str | None = typer.Option(None, help="needle depth grid, e.g. 0,0.25,0.5,0.75,1"),
+    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
 ) -> None:
     """Run every task x length x method and write predictions, metrics and config per configuration."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from memalign.bench.methods import Budget
     from memalign.bench.runner import run_sweep
 
