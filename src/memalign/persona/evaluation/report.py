@@ -78,18 +78,18 @@ def plot_trait_errors(results: Sequence[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     models = sorted({str(d.get("model")) for d in results})
-    fig, axes = plt.subplots(len(models), 1, figsize=(11, 3.6 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), 1, figsize=(13, 3.8 * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models, strict=True):
         docs = sorted((d for d in results if str(d.get("model")) == model), key=lambda d: d["score"]["sum_abs"] or 9)
         width = 0.8 / max(1, len(docs))
         for n, doc in enumerate(docs):
             values = [doc["score"].get(f"mean_{t}_abs") or 0.0 for t in TRAITS]
-            ax.bar([x + n * width for x in range(len(TRAITS))], values, width,
-                   label=f"{doc['mode']} ({_f(doc['score'].get('sum_abs'))})")
+            ax.bar([x + n * width for x in range(len(TRAITS))], values, width, color=plt.cm.tab20(n % 20),
+                   label=f"{doc['mode']} ({_f(doc['score'].get('sum_abs'))}, n={doc.get('n_subjects')})")
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(TRAITS))], list(TRAITS))
         ax.set_ylabel("MAE vs raw answers")
         ax.set_title(f"{model}: per-trait error on held-out items (legend: sum)")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
