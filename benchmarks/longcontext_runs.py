@@ -31,6 +31,12 @@ STEPS: dict[str, list[str]] = {
     "smollm2-variants": ["-t", "passkey,niah_single_1", "--lengths", "8k", "-m",
                          "em-llm+refine,em-llm+contiguity,em-llm+refine+contiguity",
                          "--model", "smollm2-135m-instruct", "--samples", "2", *BUDGET],
+    "smollm2-16k-methods": ["-t", "passkey", "--lengths", "16k", "-m", "em-llm,infllm,streaming,full",
+                            "--model", "smollm2-135m-instruct", "--samples", "2", "--threads", "1", *BUDGET],
+    "smollm2-16k-niah": ["-t", "niah_single_1", "--lengths", "16k", "-m", "em-llm,infllm,streaming,full",
+                         "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-16k-methods": ["-t", "passkey", "--lengths", "16k", "-m", "infllm,streaming,em-llm,full",
+                         "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
 
