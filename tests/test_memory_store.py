@@ -479,6 +479,8 @@ def test_memory_attention_is_identical_with_a_tiered_store(tmp_path, cache_token
             seq.evict(None)
         assert torch.equal(outs[0], outs[1]), f"chunk at {s}"
         assert layers[0].last_retrieved == layers[1].last_retrieved
+        if cache_tokens is not None:  # device-resident K/V bounded by the cache, however long the input
+            assert layers[1].store.cache.tokens <= cache_tokens
     tiered_store = layers[1].store
     assert tiered_store.archive.spilled > 0 and len(tiered_store) == len(layers[0].store) > 40
     assert tiered_store.positions == layers[0].store.positions
