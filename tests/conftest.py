@@ -14,6 +14,17 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
+    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load). Modules that run
+    tiny models opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """A fresh MEMALIGN_CACHE so tests never touch (or depend on) the user's real cache."""

@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from memalign.cli import app
 from memalign.persona import load_ipip_neo_300, load_steering, read_steering
 from memalign.testing import tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
-    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TRAITS = "NEOAC"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from conftest import shared_data
 
 from memalign.errors import ConfigError, DataError
@@ -26,15 +25,7 @@ from memalign.persona import (
 )
 from memalign.persona.instruments import ItemSplit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
-    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KEY = """full_id,short_id,sign,facet_key,facet,text

@@ -28,13 +28,7 @@ from memalign.persona.evaluation.report import load_results, markdown_table
 from memalign.persona.prompts import LIKERT_OPTIONS
 from memalign.testing import tiny_model, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SHORT = PromptConfig(question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}",

@@ -22,15 +22,7 @@ from memalign.persona import (
 from memalign.persona.prompts import contrast_answer_ids, option_token_ids
 from memalign.testing import tiny_model, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
-    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # A short template keeps the tiny-model prompts (byte-level BPE) short and the suite fast.

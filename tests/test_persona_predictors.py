@@ -12,15 +12,7 @@ from memalign.persona import Instrument, Item, SubjectAnswers
 from memalign.persona.metrics import alignment_score, item_errors, mean_score
 from memalign.persona.predictors import PREDICTORS, get_predictor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
-    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Facet N1: items 1 (+), 2 (-), 3 (+ held out), 4 (- held out); facet E1: items 5 (+), 6 (+ held out).
 ITEMS = Instrument("t", (

@@ -8,15 +8,7 @@ import torch
 from memalign.errors import ConfigError
 from memalign.persona.probes import com_directions, fit_logistic, item_folds, probe_scores, projection_std
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
-    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(n_items=60, heads=12, dim=16, signal_heads=(3, 7), strength=2.5, seed=0):

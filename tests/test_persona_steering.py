@@ -11,15 +11,7 @@ from memalign.persona import ContextBank, Steering, bake, capture_last_token
 from memalign.persona.bake import o_proj_bias_field
 from memalign.testing import TINY_KINDS, tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine each op then waits for it
-    (measured: a tiny forward takes 1 s with 2 threads vs 8 ms with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 BAKEABLE = {"qwen3", "qwen3_moe", "llama", "gemma3_text"}  # attention_bias turns on an o_proj bias

@@ -27,6 +27,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,8 +35,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.errors import ConfigError
 from memalign.persona.evaluation.answering import check_answering, generate_answers, generate_replies
+from memalign.persona.evaluation.records import keyed_value
 from memalign.persona.fit import FitConfig, FitResult, PersonaAligner
 from memalign.persona.instruments import Instrument, ItemSplit
+from memalign.persona.metrics import alignment_score
 from memalign.persona.predictors import Predictor, get_predictor
 from memalign.persona.prompts import PromptConfig, chat_prompt_ids
 from memalign.persona.session import QuestionnaireSession
@@ -101,7 +104,7 @@ class EvalSetup:
         self._aligner: PersonaAligner | None = None
         self._fits: dict[str, FitResult] = {}
         self._profiles: dict[str, QuestionnaireSession] = {}
-        self._answers_cache: dict[tuple[int, str], ModePrediction] = {}
+        self._unsteered: dict[str, ModePrediction] = {}
 
     # ---- shared pieces ------------------------------------------------------------------------
     def require_model(self, mode: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -109,8 +112,9 @@ class EvalSetup:
             raise ConfigError(f"mode {mode!r} needs a model (--model)")
         return self.model, self.tokenizer
 
-    def _session(self, item_ids: Sequence[int], system: str | None = None, cache: bool | None = None
-                 ) -> QuestionnaireSession:
+    def session(self, item_ids: Sequence[int], system: str | None = None, cache: bool | None = None
+                ) -> QuestionnaireSession:
+        """A questionnaire session over ``item_ids`` (``system`` replaces the system prompt)."""
         model, tokenizer = self.require_model("LLM")
         return QuestionnaireSession(model, tokenizer, self.instrument.subset(item_ids).items, self.prompt_config,
                                     self.rewordings, system=system, cache=self.cache if cache is None else cache)
@@ -118,7 +122,7 @@ class EvalSetup:
     @property
     def test_session(self) -> QuestionnaireSession:
         if self._test_session is None:
-            self._test_session = self._session(self.split.test)
+            self._test_session = self.session(self.split.test)
         return self._test_session
 
     @property
@@ -141,7 +145,7 @@ class EvalSetup:
         """Test items with the person's few-shot profile as system prompt (prefix encoded once, not cached)."""
         if person.subject_id not in self._profiles:
             text = profile_text(person, self.instrument, self.split.train, self.prompt_config)
-            self._profiles = {person.subject_id: self._session(self.split.test, system=text, cache=False)}
+            self._profiles = {person.subject_id: self.session(self.split.test, system=text, cache=False)}
         return self._profiles[person.subject_id]
 
     def answer(self, session: QuestionnaireSession, steering: Steering | None = None,
@@ -154,13 +158,9 @@ class EvalSetup:
             mass = float(scores.mass.nanmean()) if scores.mass.numel() else math.nan
             return ModePrediction(expected, argmax, mass)
         model, tokenizer = self.require_model("generation answering")
-        handle = steering.apply(model, alpha=alpha) if steering is not None else None
-        try:
+        with steering.apply(model, alpha=alpha) if steering is not None else nullcontext():
             answers = generate_answers(model, tokenizer, session.questions, self.prompt_config.options,
                                        self.max_new_tokens)
-        finally:
-            if handle is not None:
-                handle.remove()
         values = {i: (float(v) if v is not None else None) for i, v in zip(session.item_ids, answers.values,
                                                                             strict=True)}
         unparsed = [t for t, v in zip(answers.texts, answers.values, strict=True) if v is None]
@@ -168,11 +168,10 @@ class EvalSetup:
 
     def unsteered(self, which: str) -> ModePrediction:
         """NO_CHANGE answers of the test (or training) items: the same for every person, computed once."""
-        key = (0, which)
-        if key not in self._answers_cache:
+        if which not in self._unsteered:
             session = self.test_session if which == "test" else self.aligner.session
-            self._answers_cache[key] = self.answer(session)
-        return self._answers_cache[key]
+            self._unsteered[which] = self.answer(session)
+        return self._unsteered[which]
 
     def persona_description(self, person: SubjectAnswers) -> tuple[str, str]:
         """(description, source) for the ``personality_prompt`` mode."""
@@ -281,7 +280,7 @@ class PersonalityPrompt(EvalMode):
 
     def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
         text, source = setup.persona_description(person)
-        prediction = setup.answer(setup._session(setup.split.test, system=text, cache=False))
+        prediction = setup.answer(setup.session(setup.split.test, system=text, cache=False))
         prediction.info.update({"description_source": source, "description_chars": len(text)})
         return prediction
 
@@ -337,12 +336,9 @@ class OracleAlpha(EvalMode):
 
 
 def _trait_sum(preds: Mapping[int, float | None], person: SubjectAnswers, instrument: Instrument) -> float:
-    by: dict[str, list[float]] = {}
-    for i, p in preds.items():
-        raw = person.raw_answer(i)
-        if raw is not None:
-            by.setdefault(instrument.item(i).domain, []).append(abs((3.0 if p is None else p) - raw))
-    return sum(statistics.fmean(v) for v in by.values())
+    """PAlign's selection score; an unanswered item counts as the midpoint, as in the records."""
+    resolved = {i: (3.0 if p is None else p) for i, p in preds.items()}
+    return alignment_score(resolved, person, resolved, instrument).trait_sum
 
 
 # ---- calibration ----------------------------------------------------------------------------------
@@ -355,7 +351,7 @@ def calibrate(train: Mapping[int, float | None], test: Mapping[int, float | None
     vary little, and a free slope through 24 points would amplify noise). Output clamped to 1..5.
     """
     def keyed(value: float, item_id: int) -> float:
-        return value if instrument.item(item_id).keyed > 0 else 6.0 - value
+        return keyed_value(value, instrument.item(item_id).keyed)
 
     lines: dict[str, list[float]] = {}
     for domain in instrument.domains:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from memalign.persona.instruments import Instrument
+from memalign.persona.metrics import alignment_score, item_errors
 from memalign.persona.subjects import SubjectAnswers
 
 TRAITS = ("A", "C", "E", "N", "O")  # PAlign's order
@@ -52,7 +53,8 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _keyed(value: float, keyed: int) -> float:
+def keyed_value(value: float, keyed: int) -> float:
+    """An answer on the 1-5 scale turned toward the trait (its own inverse)."""
     return value if keyed > 0 else 6.0 - value
 
 
@@ -82,19 +84,17 @@ def subject_record(person: SubjectAnswers, test_ids: Sequence[int], instrument: 
     record: dict[str, Any] = {"subject": person.subject_id, "n_test_items": len(test_ids),
                               "n_missing_answers": len(missing), "n_unparsed": len(unparsed)}
     for kind, preds in (("", resolved(expected)), ("_argmax", resolved(argmax))):
-        errors = {i: abs(preds[i] - raw) for i in preds if (raw := person.raw_answer(i)) is not None}
-        by_trait: dict[str, list[float]] = {}
-        by_facet: dict[str, list[float]] = {}
-        for i, err in errors.items():
-            item = instrument.item(i)
-            by_trait.setdefault(item.domain, []).append(err)
-            by_facet.setdefault(item.facet_key, []).append(err)
-        trait_mae = {t: statistics.fmean(by_trait[t]) for t in TRAITS if t in by_trait}
+        score = alignment_score(preds, person, preds, instrument)
+        trait_mae = {t: score.domain_mae[t] for t in TRAITS if t in score.domain_mae}
         record[f"trait_mae{kind}"] = trait_mae
         record[f"trait_sum{kind}"] = sum(trait_mae.values())
-        record[f"mae{kind}"] = _mean(errors.values())
+        record[f"mae{kind}"] = score.mae
         if not kind:
-            record["n_scored"] = len(errors)
+            errors = item_errors(preds, person, preds)
+            by_facet: dict[str, list[float]] = {}
+            for i, err in errors.items():
+                by_facet.setdefault(instrument.item(i).facet_key, []).append(err)
+            record["n_scored"] = score.n_items
             record["facet_mae"] = {f: statistics.fmean(v) for f, v in sorted(by_facet.items())}
             pairs = [(preds[i], person.raw_answer(i)) for i in errors]
             record["r_items"] = pearson([p for p, _ in pairs], [float(a) for _, a in pairs])
@@ -102,9 +102,9 @@ def subject_record(person: SubjectAnswers, test_ids: Sequence[int], instrument: 
             person_trait: dict[str, list[float]] = {}
             for i, value in preds.items():
                 item = instrument.item(i)
-                model_trait.setdefault(item.domain, []).append(_keyed(value, item.keyed))
+                model_trait.setdefault(item.domain, []).append(keyed_value(value, item.keyed))
                 if (raw := person.raw_answer(i)) is not None:
-                    person_trait.setdefault(item.domain, []).append(_keyed(raw, item.keyed))
+                    person_trait.setdefault(item.domain, []).append(keyed_value(raw, item.keyed))
             record["model_trait"] = {t: statistics.fmean(model_trait[t]) for t in TRAITS if t in model_trait}
             record["person_trait"] = {t: statistics.fmean(person_trait[t]) for t in TRAITS if t in person_trait}
     return record

@@ -58,13 +58,14 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            if n == len(path.read_text(encoding="utf-8").splitlines()):
+            if n == len(lines):
                 break  # a line cut by an interruption: that subject is simply redone
             raise ConfigError(f"{path}:{n} is not valid JSON; delete the file to redo that mode") from None
     return records
