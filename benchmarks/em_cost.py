@@ -42,6 +42,9 @@ def worker(args: argparse.Namespace) -> dict:
     vocab = min(spec.vocab_size, 30000)
     ids = torch.randint(100, vocab, (1, args.length), generator=torch.Generator().manual_seed(0))
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with torch.inference_mode():  # weights are paged in lazily: one short forward makes them resident
+        model(ids[:, :16])
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     row: dict = {"method": args.method, "length": args.length, "model": args.model, "dtype": str(model.dtype)}
     with torch.inference_mode():
         if args.method == "full":
@@ -91,6 +94,10 @@ def worker(args: argparse.Namespace) -> dict:
     row["prefill_tok_s"] = args.length / row["prefill_s"]
     row["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     row["rss_model"] = rss_model
+    row["rss_loaded"] = rss_loaded  # runtime + resident weights, after one 16-token forward
+    row["param_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    if args.method == "memory+disk":
+        row["host_budget_bytes"] = int(args.host_budget_mib * 2**20)
     row["kv_bytes_per_token_theory"] = spec.kv_bytes_per_token(torch.finfo(model.dtype).bits // 8)
     return row
 
@@ -144,6 +151,8 @@ def main() -> None:
             for flag in ("model", "n_init", "n_local", "n_mem", "chunk", "segmentation", "decode", "dtype", "threads",
                          "host_budget_mib"):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            if args.offload_dir:
+                cmd += ["--offload-dir", args.offload_dir]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
@@ -194,6 +203,18 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             lines.append(f"peak RSS growth per token ({a['length']}->{b['length']}): {rss:.0f} "
                          f"(KV per token {b['kv_bytes_per_token_theory']} + representative vectors "
                          f"~{b.get('repr_bytes_per_token', 0):.0f})")
+    for r in sorted((r for r in ok if r["method"] == "memory+disk" and "param_bytes" in r), key=lambda r: r["length"]):
+        budget, peak = r["host_budget_bytes"], r["peak_rss"]
+        strict = r["param_bytes"] + budget + 2**30
+        loaded = r["rss_loaded"] + budget + 2**30
+        tiers = r.get("tier_bytes", {})
+        lines.append(
+            f"disk tier at {r['length']}: peak RSS {peak / 2**20:.0f} MiB; host tier "
+            f"{tiers.get('host', 0) / 2**20:.0f} MiB, disk {tiers.get('disk', 0) / 2**20:.0f} MiB; "
+            "target model + budget + 1 GiB: "
+            f"{strict / 2**20:.0f} MiB with model = parameter bytes ({'met' if peak < strict else 'NOT met'}), "
+            f"{loaded / 2**20:.0f} MiB with model = RSS after loading and one forward "
+            f"({'met' if peak < loaded else 'NOT met'})")
     text = "\n".join(lines)
     print(text)
     (args.out / "table.md").write_text(text + "\n")

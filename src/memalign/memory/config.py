@@ -48,7 +48,7 @@ class EMConfig:
         memory_distance: relative position at which all memory keys sit for every query
             (default ``n_local - 1``, the oldest local distance, as EM-LLM/InfLLM).
         seed: for ``random`` segmentation.
-        store: where event K/V live (accelerator LRU, host, memory-mapped disk past a host budget); the
+        store: where event K/V live (accelerator LRU, host, a disk file past a host budget); the
             byte budgets are model-wide (split over layers and sequences). Default: all in memory.
     """
 

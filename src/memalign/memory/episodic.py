@@ -179,15 +179,21 @@ class EpisodicMemory:
                               dtype=param.dtype, device=param.device)
 
     def log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """log p(target | hidden) from the model's own LM head, fp32 log-softmax, in row chunks."""
+        """log p(target | hidden) from the model's own LM head in fp32, in row chunks.
+
+        ``logit[target] - logsumexp(logits)`` rather than a gathered ``log_softmax``: no second
+        [rows, vocab] tensor. Chunks of ~8M logits (32 MiB) keep this transient small next to the model
+        (it runs for every token, so it sets part of the peak memory of a long prefill).
+        """
         head = self.model.get_output_embeddings()
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        step = max(1, (1 << 24) // max(head.out_features, 1))
+        step = max(1, (1 << 23) // max(head.out_features, 1))
         for a in range(0, hidden.shape[0], step):
             logits = head(hidden[a:a + step]).float()
             if self._softcap:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
-            out[a:a + step] = torch.log_softmax(logits, dim=-1).gather(-1, targets[a:a + step, None])[:, 0]
+            picked = logits.gather(-1, targets[a:a + step, None])[:, 0]
+            out[a:a + step] = picked - torch.logsumexp(logits, dim=-1)
         return out
 
     # ---- decoder hooks ----------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ K/V sit in up to three tiers, set by a :class:`~memalign.memory.store_config.Sto
   the next retrieval on a CUDA side stream so the copy overlaps compute.
 * **host** -- pinned pages when the model is on CUDA (asynchronous copies). On a CPU model host memory
   *is* device memory: the archive is read directly and no cache copy is made.
-* **disk** -- past ``host_budget_bytes`` the oldest pages are written to memory-mapped files in a
-  per-store temporary directory, removed on :meth:`EventStore.close`, at garbage collection and at exit.
+* **disk** -- past ``host_budget_bytes`` the oldest pages are written to a spill file in a per-store
+  temporary directory and read back with ``pread`` (never left mapped, so they stay off the resident
+  set), removed on :meth:`EventStore.close`, at garbage collection and at exit.
 
 Every tier stores raw bits: an event read back from any tier is bit-identical to the one added.
 """
@@ -103,7 +104,8 @@ class EventStore:
         :meth:`add` of that size cannot fail on the disk. Call it on every layer *before* popping the
         tokens from the window: an :class:`OffloadError` then leaves every layer untouched."""
         self._check_open()
-        self.archive.reserve(n_tokens)
+        # Worst case for the representative rows: one event per token.
+        self.archive.reserve(n_tokens, self._budget_shared_bytes(n_tokens))
 
     def add(self, keys: torch.Tensor, values: torch.Tensor, representative: torch.Tensor, position: int) -> None:
         """Store one event: keys/values [Hkv, n, D] (unrotated), representative [heads*D].
@@ -113,6 +115,7 @@ class EventStore:
         """
         self._check_open()
         start = self.archive.num_tokens
+        self.archive.reserve(keys.shape[1], self._budget_shared_bytes(1))
         self.archive.append(torch.stack([keys, values]).permute(2, 0, 1, 3))
         try:
             self._append_repr(representative.reshape(1, 1, -1))
@@ -122,6 +125,14 @@ class EventStore:
         self._size_list.append(keys.shape[1])
         self.starts.append(start)
         self.positions.append(position)
+
+    def _budget_shared_bytes(self, new_events: int) -> int:
+        """Bytes of the in-memory K/V budget taken by the representative matrix after ``new_events`` more
+        rows: it counts when it lives in the same memory as the archive (a CPU model, or a host tier
+        past ``repr_device_max_bytes``). It is never spilled -- every retrieval scores all of it."""
+        if self.reprs.device != self.archive.device:
+            return 0
+        return self.reprs.nbytes_after_append(new_events) + self._sizes.nbytes()
 
     def _append_repr(self, row: torch.Tensor) -> None:
         limit = self.config.repr_device_max_bytes
@@ -153,7 +164,7 @@ class EventStore:
             return empty, empty
         pieces = self._gather_cached(event_ids) if self.cache is not None else self._gather_direct(event_ids)
         flat = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
-        # [n, 2, Hkv, D] -> [2, Hkv, n, D]; clone: never alias the archive, a mapping or the cache.
+        # [n, 2, Hkv, D] -> [2, Hkv, n, D]; clone: never alias the archive or the cache.
         out = flat.permute(1, 2, 0, 3).clone(memory_format=torch.contiguous_format)
         return out[0], out[1]
 

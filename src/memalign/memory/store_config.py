@@ -38,15 +38,19 @@ class StoreConfig:
       accelerator memory is bounded whatever the input length. Size it at least ``n_mem`` so one
       retrieval fits. Ignored on a CPU model, where host memory *is* device memory.
     * ``host_budget_bytes`` -- ``None``: no disk tier. An ``int``: the in-memory K/V tier (host, or the
-      device when ``device_cache_tokens`` is ``None``) holds at most this many bytes; older pages are
-      spilled to memory-mapped files under ``offload_dir``. Must hold at least two pages.
+      device when ``device_cache_tokens`` is ``None``) holds at most this many bytes, *including* the
+      representative vectors when they live in the same memory; older pages are spilled to a file under
+      ``offload_dir`` and read back with ``pread`` (not kept mapped, so they do not stay resident). The
+      representative vectors are never spilled (every retrieval scores all of them, ~10 % of the K/V
+      bytes with 14-token events): once they fill the budget only two K/V pages stay in memory. Must
+      hold at least two pages.
     * ``offload_dir`` -- parent directory of the per-store spill directories (``None``: the system
-      temp dir). Each store creates its own subdirectory on the first spill and removes it on
+      temp dir). Each store creates its own subdirectory (one file) on the first spill and removes it on
       ``close()``, on garbage collection and at interpreter exit.
     * ``pin_memory`` -- page-lock host pages so host->device copies are asynchronous (``None``: pin
       when the model is on CUDA and a host tier exists).
     * ``page_tokens`` -- tokens per page: the unit of host allocation and of disk spill. Larger pages
-      mean fewer files and mappings, smaller ones a finer-grained budget.
+      mean fewer allocations and writes, smaller ones a finer-grained budget.
     * ``repr_device_max_bytes`` -- ``None``: the representative-vector matrix stays on the model's
       device. An ``int``: once it would exceed this many bytes it moves to host memory for good and
       similarity scoring (``EventStore.scores``) runs there (one mat-vec, cheap even at 10M tokens).
