@@ -2,12 +2,12 @@
 
 A qwen-0.5B-shaped model by default: 24 memory layers, 2 KV heads x 64 dims, 14 query heads (the
 representative vectors are 14 x 64), bf16, events of 32-128 tokens (mean ~80), a model-wide host budget
-of 1 GiB split evenly over the layers; everything past it is spilled to memory-mapped files.
+of 1 GiB split evenly over the layers; everything past it is spilled to one file per store.
 
 ``device_MiB``/``host_MiB`` count everything a tier holds (K/V pages, device cache, representative
 vectors); the ``kv_`` columns only event K/V, the part bounded by the cache and the host budget.
-``rss_anon_MiB`` is the process's anonymous resident memory after the fill (mapped file pages excluded;
-the baseline before any store exists is printed in the header).
+``rss_anon_MiB`` is the process's anonymous resident memory after the fill (the baseline before any
+store exists is printed in the header); spilled pages are read with ``pread`` and never stay mapped.
 
 Each gather mimics one retrieval of one layer: random events (sorted, as the retrieval returns them)
 up to ``--n-mem`` tokens. Patterns: ``recent`` draws from the newest events (the host tier),
@@ -38,7 +38,7 @@ POOL = 61  # distinct random event payloads (prime, so neighbours differ); event
 
 
 def rss_anon_bytes() -> int:
-    """Anonymous resident memory (what the host budget bounds); file-backed mapped pages excluded."""
+    """Anonymous resident memory (what the host budget bounds)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("RssAnon:"):
@@ -49,7 +49,6 @@ def rss_anon_bytes() -> int:
 def drop_page_cache(stores: list[EventStore]) -> None:
     """Flush the spill files and evict them from the page cache, so the next reads hit the disk."""
     for store in stores:
-        store.archive._maps.clear()  # a mapped page cannot be evicted
         directory = store.archive.directory
         if directory is None:
             continue
