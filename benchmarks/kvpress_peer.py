@@ -59,6 +59,8 @@ def worker(args: argparse.Namespace) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=getattr(torch, args.dtype)).eval()
     out = Path(args.predictions)
@@ -153,7 +155,8 @@ def driver(args: argparse.Namespace) -> None:
                 (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
                 cmd = [str(python), __file__, "--worker", "--records", str(records), "--model-dir", model_dir,
                        "--press", press, "--budget", str(budget), "--n-sink", str(args.n_init),
-                       "--dtype", args.dtype, "--predictions", str(folder / PREDICTIONS_FILE)]
+                       "--dtype", args.dtype, "--predictions", str(folder / PREDICTIONS_FILE),
+                       "--threads", str(args.threads)]
                 subprocess.run(cmd, check=True)
                 metrics = finalize(folder, config)
                 print(f"{folder.name}: {metrics['score']} (n={metrics['n']})", flush=True)
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="torch dtype name (float32 on CPUs without native bf16)")
     parser.add_argument("--haystack", type=Path, default=ROOT.parent / "shared" / "data" / "haystack" / "paul_graham")
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the worker (0: torch's default)")
     args = parser.parse_args()
     worker(args) if args.worker else driver(args)
 
