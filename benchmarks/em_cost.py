@@ -9,7 +9,7 @@ taken between runs of the same invocation (these machines are noisy: compare wit
 ``full`` is the unmodified model (sdpa): one forward over the whole prompt (only the last position's
 logits), then decode with its DynamicCache; it runs up to the model's max positions (--full-max to cap).
 ``memory`` is EM-LLM attached (surprise events), memalign's chunked driver; ``memory+disk`` the same with
-event K/V spilled to memory-mapped files past ``--host-budget-mib`` of host memory (model-wide).
+event K/V spilled to one file per layer (read back with pread) past ``--host-budget-mib`` of host memory (model-wide).
 """
 
 from __future__ import annotations

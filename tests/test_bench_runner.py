@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,8 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from memalign.bench.methods import METHODS, Budget, FullAttention, MemoryMethod, make_method
+from memalign.bench.needle import answer_attended, answer_token_spans, covered
+from memalign.bench.prompts import EncodedPrompt, encode
 from memalign.bench.report import collect, markdown_table, write_plots
-from memalign.bench.runner import RunConfig, run_records
+from memalign.bench.runner import RunConfig, predict_one, run_records
 from memalign.bench.tasks import TaskContext, get_task
 from memalign.cli import app
 from memalign.cli.bench import parse_lengths
@@ -144,3 +147,44 @@ def test_cli_run_report_and_listing(tmp_path):
     assert export.exit_code == 0, export.output
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and 0 < rows[0]["context_len"] < len(rows[0]["input_ids"]) <= 600
+
+
+def _passkey(tok, length=600, index=1):
+    record = get_task("passkey").records(TaskContext(tok), length, 3, seed=0)[index]
+    return record, encode(tok, record)
+
+
+def test_answer_token_spans_point_at_the_answer(tiny):
+    _, tok = tiny
+    record, prompt = _passkey(tok)
+    spans = answer_token_spans(tok, record, prompt)
+    assert spans is not None and len(spans) == 1 and spans[0]
+    for a, b in spans[0]:
+        assert a < b <= prompt.context_len
+        assert record.answer[0] in tok.decode(prompt.input_ids[a:b])
+    assert answer_token_spans(tok, replace(record, answer=["not in the text"]), prompt) is None
+    truncated = EncodedPrompt(prompt.input_ids[:100] + prompt.input_ids[-100:], 100)
+    assert answer_token_spans(tok, record, truncated) is None
+
+
+def test_answer_attended_counts_layers_that_see_every_answer():
+    assert covered((5, 8), [(0, 3), (4, 9)]) and not covered((5, 8), [(0, 6), (7, 9)])
+    answers = [[(10, 12), (50, 52)], [(30, 31)]]
+    assert answer_attended(answers, [[(0, 100)], [(45, 60)], [(0, 11), (28, 55)]]) == pytest.approx(2 / 3)
+    assert answer_attended(answers, []) is None
+
+
+@needs_em
+@pytest.mark.parametrize(("method", "n_local", "n_mem", "expected"), [
+    ("em-llm", 1024, 128, 1.0),  # everything in the window
+    ("em-llm", 64, 1024, 1.0),  # everything evicted, and the retrieval budget holds every event
+    ("infllm", 64, 1024, 1.0),
+    ("streaming", 64, 0, 0.0),  # the needle (mid-context) left the window and nothing retrieves it
+])
+def test_runner_records_whether_the_answer_was_attended(tiny, tmp_path, method, n_local, n_mem, expected):
+    model, tok = tiny
+    record, prompt = _passkey(tok)
+    assert len(prompt) > 2 * (16 + n_local) or n_local > len(prompt)
+    budget = Budget(n_init=16, n_local=n_local, n_mem=n_mem, chunk_size=32)
+    row = predict_one(model, tok, make_method(method, budget), record)
+    assert row["answer_attended"] == pytest.approx(expected)

@@ -16,7 +16,6 @@ Until the EM engine exports ``EMConfig`` and ``EpisodicMemory`` the memory metho
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -141,6 +140,8 @@ class MemoryMethod(Method):
     budget: Budget
     fields: dict[str, Any] = field(default_factory=dict)
     give_window_the_memory: bool = False  # streaming: the window gets n_local + n_mem, no retrieval
+    # Set by generate(): per memory layer, the token ranges the last prompt token attended.
+    last_attended: list[list[tuple[int, int]]] | None = field(default=None, init=False, repr=False)
 
     def em_fields(self) -> dict[str, Any]:
         b = self.budget
@@ -163,11 +164,11 @@ class MemoryMethod(Method):
         _, memory_cls = em_api()
         cfg = self.em_config()
         with memory_cls(model, cfg) as mem:
-            kwargs: dict[str, Any] = {}
-            # The contract is generate(input_ids, max_new_tokens); pass stop ids only if the engine takes them.
-            if "eos_token_id" in inspect.signature(mem.generate).parameters:
-                kwargs["eos_token_id"] = sorted(stop_ids)
-            new = mem.generate(input_ids, max_new_tokens=max_new_tokens, **kwargs)
+            cache, logits = mem.prefill(input_ids)
+            # What the query that produces the first answer token could see, per memory layer.
+            sequence = cache.sequences[0]
+            self.last_attended = [sequence.layers[i].attended_spans() for i in sequence.memory_layers]
+            new = mem.decode(cache, logits, max_new_tokens, eos_token_id=sorted(stop_ids))
         return _truncate_at_stop([int(t) for t in new[0].tolist()], stop_ids)
 
 

@@ -5,7 +5,8 @@ A directory is named after its resolved configuration (kvpress style), e.g.
 
 * ``config.yaml``: the resolved run configuration (task, length, model, method config, budget, ...);
 * ``predictions.jsonl``: one line per item, appended as soon as it is answered (id, prediction, gold,
-  metric, score, prompt length, time). Items already there are skipped, so an interrupted sweep resumes
+  metric, score, prompt length, time; for memory methods ``answer_attended``, see
+  :mod:`memalign.bench.needle`). Items already there are skipped, so an interrupted sweep resumes
   where it stopped and a sweep re-run with more samples only computes the new ones;
 * ``metrics.json``: written from the predictions when the directory is complete (mean score x 100,
   by depth, failures counted, timing).
@@ -30,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.bench.methods import Budget, EngineUnavailableError, Method, em_api, is_memory_method, make_method
 from memalign.bench.metrics import score_prediction
+from memalign.bench.needle import answer_attended, answer_token_spans
 from memalign.bench.prompts import encode, truncate_middle
 from memalign.bench.records import Record, iter_jsonl
 from memalign.bench.tasks.base import TaskContext, get_task
@@ -117,6 +119,10 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
         row["prediction"] = tokenizer.decode(new_ids, skip_special_tokens=True)
         row["new_tokens"] = len(new_ids)
         row["score"] = score_prediction(record.metric, row["prediction"], record.answer, record.meta)
+        attended = getattr(method, "last_attended", None)
+        needles = answer_token_spans(tokenizer, record, prompt) if attended is not None else None
+        if needles is not None:
+            row["answer_attended"] = answer_attended(needles, attended)
     except EngineUnavailableError:
         raise
     except (torch.OutOfMemoryError, RuntimeError) as exc:  # counted as a failure, never dropped
@@ -137,12 +143,15 @@ def summarize(directory: Path) -> dict[str, Any]:
         if depth is not None:
             by_depth[f"{float(depth):.3f}"].append(score)
     seconds = sum(float(r.get("seconds", 0.0)) for r in rows)
+    attended = [float(r["answer_attended"]) for r in rows if r.get("answer_attended") is not None]
     return {
         "score": round(100 * sum(scores) / len(scores), 2) if scores else None,
         "n": len(rows),
         "n_failed": sum(1 for r in rows if r.get("error")),
         "by_depth": {d: round(100 * sum(v) / len(v), 2) for d, v in sorted(by_depth.items())},
         "mean_prompt_tokens": round(sum(r["prompt_tokens"] for r in rows) / len(rows), 1) if rows else None,
+        # memory methods: mean fraction of layers whose last prompt token attended the gold answer
+        "answer_attended": round(100 * sum(attended) / len(attended), 2) if attended else None,
         "seconds": round(seconds, 1),
         "prompt_tokens_per_second": round(sum(r["prompt_tokens"] for r in rows) / seconds, 1) if seconds else None,
     }

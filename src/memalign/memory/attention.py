@@ -90,6 +90,7 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
 
     pending_tokens = lo - layer.tail_start
     has_memory_keys = layer.n_init > 0 or layer.use_memory
+    event_ids: list[int] = []
     if has_memory_keys and (pending_tokens > 0 or band_mask is not None or len(layer.init_k) > 0
                             or (layer.store is not None and len(layer.store) > 0)):
         dist = int(config.memory_distance)
@@ -120,5 +121,9 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
             parts.append(attend(q_mem, k_band_mem, v_band.unsqueeze(0), scale, mask=~band_mask))
 
     out, lse = merge(parts, out_dtype=q.dtype)
+    # Every tail token older than the local window is attended in the memory stage, so the newest query
+    # sees the whole tail when there is a memory stage and just its window otherwise.
+    tail_from = layer.tail_start if has_memory_keys else max(lo, e - W)
+    layer.last_view = (len(layer.init_k), tail_from, e, event_ids)
     layer.record_queries(q[0], lse[0], scale)  # for the attention mass of keys that later become events
     return out

@@ -62,6 +62,8 @@ class LayerMemory:
         self.rope, self.scale = rope, None
         self.contiguity: list[int] = []
         self.last_retrieved: list[int] = []
+        # (sinks, first tail position attended, chunk end, event ids) of the last forward: see attended_spans
+        self.last_view: tuple[int, int, int, list[int]] | None = None
 
     @property
     def tail_end(self) -> int:
@@ -123,6 +125,31 @@ class LayerMemory:
             assert self.store is not None
             self.store.add(k, v, representative_key(k, mass[:, offset:offset + n], repr_topk), position)
             offset += n
+
+    def attended_spans(self) -> list[tuple[int, int]]:
+        """Sorted, merged absolute token ranges ``[a, b)`` the newest query of the last forward attended:
+        the sinks, the retrieved events and the tail (window plus tokens awaiting segmentation).
+
+        A diagnostic, not used by attention: benchmarks check whether a needle was within reach of the
+        query that produced the first answer token, which tells a retrieval miss from a model that had
+        the needle in view and still answered wrong.
+        """
+        if self.last_view is None:
+            return []
+        n_sinks, tail_from, end, event_ids = self.last_view
+        spans = [(0, n_sinks)] if n_sinks else []
+        if event_ids:
+            assert self.store is not None
+            sizes = self.store.sizes.tolist()
+            spans += [(self.store.positions[i], self.store.positions[i] + sizes[i]) for i in event_ids]
+        spans.append((tail_from, end))
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted(spans):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
 
     def close(self) -> None:
         if self.store is not None:
