@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from memalign.bench.methods import METHODS, Budget, FullAttention, MemoryMethod, make_method
 from memalign.bench.needle import answer_attended, answer_token_spans, covered
 from memalign.bench.prompts import EncodedPrompt, encode
-from memalign.bench.report import collect, markdown_table, write_plots
+from memalign.bench.report import _cell, collect, markdown_table, write_plots
 from memalign.bench.runner import RunConfig, predict_one, run_records
 from memalign.bench.tasks import TaskContext, get_task
 from memalign.cli import app
@@ -188,3 +188,9 @@ def test_runner_records_whether_the_answer_was_attended(tiny, tmp_path, method, 
     budget = Budget(n_init=16, n_local=n_local, n_mem=n_mem, chunk_size=32)
     row = predict_one(model, tok, make_method(method, budget), record)
     assert row["answer_attended"] == pytest.approx(expected)
+
+
+def test_report_cells_show_failures_and_answer_attention():
+    assert _cell(None) == "-"
+    assert _cell({"score": 50.0, "n": 2}) == "50.0 (2)"
+    assert _cell({"score": 0.0, "n": 1, "n_failed": 1, "answer_attended": 96.67}) == "0.0 (1) [1 failed] [att 97]"

@@ -49,6 +49,9 @@ def _grid(results: list[Result]) -> dict[tuple[str, str], dict[str, dict[int, di
     return grid
 
 
+ATTENDED_NOTE = "[att N]: % of memory layers whose last prompt token attended the answer"
+
+
 def _cell(metrics: dict[str, Any] | None) -> str:
     if metrics is None:
         return "-"
@@ -57,6 +60,8 @@ def _cell(metrics: dict[str, Any] | None) -> str:
     text += f" ({metrics.get('n', 0)})"
     if metrics.get("n_failed"):
         text += f" [{metrics['n_failed']} failed]"
+    if metrics.get("answer_attended") is not None:
+        text += f" [att {metrics['answer_attended']:.0f}]"
     return text
 
 
@@ -67,7 +72,7 @@ def _length_label(length: int) -> str:
 def print_table(results: list[Result]) -> None:
     for (model, task), methods in sorted(_grid(results).items()):
         lengths = sorted({n for per in methods.values() for n in per})
-        table = Table(title=f"{task} - {model} (score x100, (n))")
+        table = Table(title=f"{task} - {model} (score x100, (n), {ATTENDED_NOTE})")
         table.add_column("method", no_wrap=True)
         for n in lengths:
             table.add_column(_length_label(n), justify="right")
@@ -80,7 +85,7 @@ def markdown_table(results: list[Result]) -> str:
     lines: list[str] = []
     for (model, task), methods in sorted(_grid(results).items()):
         lengths = sorted({n for per in methods.values() for n in per})
-        lines += [f"**{task}**, {model} (score x100, samples in parentheses)", "",
+        lines += [f"**{task}**, {model} (score x100, samples in parentheses; {ATTENDED_NOTE})", "",
                   "| method | " + " | ".join(_length_label(n) for n in lengths) + " |",
                   "|---|" + "---:|" * len(lengths)]
         for label, per in sorted(methods.items()):
