@@ -46,7 +46,7 @@ STEPS: dict[str, list[str]] = {
     "qwen-64k-memory": ["-t", "passkey", "--lengths", "64k", "-m", "em-llm",
                         "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "smollm2-8k-methods": ["-t", "passkey,niah_single_1", "--lengths", "8k", "-m", "em-llm,infllm,streaming,full",
-                           "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+                           "--model", "smollm2-135m-instruct", "--samples", "4", "--threads", "1", *BUDGET],
 }
 
 
