@@ -68,6 +68,12 @@ def test_budget_and_method_configs():
             assert fields["n_init"] + fields["n_local"] + fields["n_mem"] == budget.total
     with pytest.raises(ConfigError, match="chunk_size"):
         Budget(n_local=100, chunk_size=512)
+    near = Budget(n_init=16, n_local=256, n_mem=128, chunk_size=64, memory_distance=32)
+    assert near.tag() == "i16-l256-m128-c64-d32"  # its own result folder
+    assert make_method("em-llm", near).em_config().memory_distance == 32
+    assert make_method("em-llm", budget).em_config().memory_distance == 255  # EM-LLM's n_local - 1
+    with pytest.raises(ConfigError, match="memory_distance"):
+        Budget(memory_distance=-1)
     with pytest.raises(ConfigError, match="unknown method"):
         make_method("magic", budget)
 

@@ -39,11 +39,16 @@ class Budget:
     n_local: int = 4096
     n_mem: int = 2048
     chunk_size: int = 512
+    # Relative position of every memory key (EMConfig.memory_distance); None = n_local - 1, as EM-LLM.
+    # Not a budget, but shared by all retrieving methods so they stay comparable.
+    memory_distance: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_init", "n_local", "n_mem", "chunk_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"budget {name} must be >= 0, got {getattr(self, name)}")
+        if self.memory_distance is not None and self.memory_distance < 0:
+            raise ConfigError(f"memory_distance must be >= 0, got {self.memory_distance}")
         if self.chunk_size == 0:
             raise ConfigError("budget chunk_size must be > 0")
         if self.n_local < self.chunk_size:
@@ -55,7 +60,8 @@ class Budget:
         return self.n_init + self.n_local + self.n_mem
 
     def tag(self) -> str:
-        return f"i{self.n_init}-l{self.n_local}-m{self.n_mem}-c{self.chunk_size}"
+        tag = f"i{self.n_init}-l{self.n_local}-m{self.n_mem}-c{self.chunk_size}"
+        return tag if self.memory_distance is None else f"{tag}-d{self.memory_distance}"
 
 
 class Method(ABC):
@@ -149,7 +155,8 @@ class MemoryMethod(Method):
             sizes = {"n_init": b.n_init, "n_local": b.n_local + b.n_mem, "n_mem": 0}
         else:
             sizes = {"n_init": b.n_init, "n_local": b.n_local, "n_mem": b.n_mem}
-        return {**sizes, "chunk_size": b.chunk_size, **self.fields}
+        distance = {} if b.memory_distance is None else {"memory_distance": b.memory_distance}
+        return {**sizes, "chunk_size": b.chunk_size, **distance, **self.fields}
 
     def em_config(self) -> Any:
         em_config_cls, _ = em_api()

@@ -82,6 +82,9 @@ def run_cmd(
     n_local: int = typer.Option(4096, help="budget: local window tokens"),
     n_mem: int = typer.Option(2048, help="budget: retrieved memory tokens (streaming adds them to its window)"),
     chunk_size: int = typer.Option(512, help="memory methods: prefill chunk (one retrieval per chunk)"),
+    memory_distance: int | None = typer.Option(None, help="memory methods: relative position of every memory "
+                                                "key (default n_local - 1, as EM-LLM; small models may "
+                                                "need less)"),
     prefill_chunk: int = typer.Option(2048, help="full attention: prefill chunk"),
     dtype: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively, else fp32), "
                               "bf16, fp16 or fp32"),
@@ -98,7 +101,8 @@ def run_cmd(
     from memalign.bench.methods import Budget
     from memalign.bench.runner import run_sweep
 
-    budget = Budget(n_init=n_init, n_local=n_local, n_mem=n_mem, chunk_size=chunk_size)
+    budget = Budget(n_init=n_init, n_local=n_local, n_mem=n_mem, chunk_size=chunk_size,
+                    memory_distance=memory_distance)
     results = run_sweep(_names(task), parse_lengths(lengths), _names(methods), model, out, samples=samples, seed=seed,
                         budget=budget, dtype=dtype, prefill_chunk=prefill_chunk, haystack=haystack,
                         data_dir=data_dir, depths=_depths(depths))
