@@ -8,6 +8,7 @@ from conftest import shared_data
 from memalign.bench.prompts import count_tokens, encode, truncate_middle
 from memalign.bench.records import Record, read_records, write_records
 from memalign.bench.tasks import TaskContext, get_task, list_tasks
+from memalign.bench.tasks.base import spread_depths
 from memalign.errors import ConfigError, DataError
 from memalign.testing import tiny_tokenizer
 
@@ -57,10 +58,7 @@ def test_sample_i_does_not_depend_on_n_or_length(name, tok):
     one = get_task(name).records(ctx, base, 1, seed=0)[0]
     three = get_task(name).records(ctx, base, 3, seed=0)
     longer = get_task(name).records(ctx, 2 * base, 1, seed=0)[0]
-    if name in ("passkey", "ib_kv_retrieval"):  # depths are spread over the n samples
-        assert one.answer == three[0].answer
-    else:
-        assert one.to_dict() == three[0].to_dict()
+    assert one.to_dict() == three[0].to_dict()  # the runner resumes by id: sample i must not move
     assert one.answer == longer.answer  # same content, more filler
     assert count_tokens(tok, longer) > count_tokens(tok, one) + 300
     assert len({tuple(r.answer) for r in three}) == 3  # different samples differ
@@ -99,7 +97,8 @@ def test_needle_depth_grid(tok, haystack):
     assert body.startswith("The best thing to do in San Francisco")
     assert last.context.rstrip().removesuffix("</document>").rstrip().endswith("sunny day.")
     passkeys = get_task("passkey").records(TaskContext(tok, depths=(0.0, 0.5)), 800, 2, seed=0)
-    assert [r.meta["depth"] for r in passkeys] == [0.0, 0.0, 0.5, 0.5]
+    assert [r.meta["depth"] for r in passkeys] == [0.0, 0.5, 0.0, 0.5]  # the grid cycles: n never moves sample i
+    assert spread_depths(TaskContext(tok), 7) == [0.5, 0.0, 1.0, 0.25, 0.75, 0.125, 0.625]
 
 
 def test_errors_say_what_to_do(tok):

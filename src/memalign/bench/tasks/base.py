@@ -92,11 +92,27 @@ def sample_rng(seed: int, task: str, index: int) -> random.Random:
 
 
 def spread_depths(ctx: TaskContext, n: int, default: tuple[float, ...] | None = None) -> list[float]:
-    """Depth of each of the records: ``n`` per depth of the grid if one is given, else ``n`` evenly spread."""
+    """Depth of each of the records: ``n`` per depth of the grid if one is given, else ``n`` spread over [0, 1].
+
+    The depth of record ``i`` never depends on ``n``, so a sweep re-run with more samples (the runner
+    resumes by record id) extends a result folder with new depths instead of mixing two layouts: the grid
+    is cycled (all depths once, then again), and without a grid the depths are 0.5, 0, 1, then the van
+    der Corput sequence 0.25, 0.75, 0.125, 0.625, ... (every prefix is spread over [0, 1]).
+    """
     grid = ctx.depths if ctx.depths is not None else default
     if grid is not None:
-        return [d for d in grid for _ in range(n)]
-    return [0.5] if n == 1 else [i / (n - 1) for i in range(n)]
+        return [grid[i % len(grid)] for i in range(n * len(grid))]
+    return [_spread_depth(i) for i in range(n)]
+
+
+def _spread_depth(i: int) -> float:
+    if i < 3:
+        return (0.5, 0.0, 1.0)[i]
+    k, depth, base = i - 1, 0.0, 0.5
+    while k:  # van der Corput, base 2, of i - 1 >= 2: 0.25, 0.75, 0.125, 0.625, ...
+        depth += base * (k & 1)
+        k, base = k >> 1, base / 2
+    return depth
 
 
 class Fitter:
