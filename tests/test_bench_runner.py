@@ -196,6 +196,27 @@ def test_runner_records_whether_the_answer_was_attended(tiny, tmp_path, method, 
     assert row["answer_attended"] == pytest.approx(expected)
 
 
+def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import memalign.bench.report as report
+    from memalign.bench.report import method_label, print_table
+
+    screen = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=screen, width=250))
+
+    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024}
+    config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
+    near = {**config, "method_config": {"budget": {**budget, "memory_distance": 512}}}
+    assert method_label(config) == "em-llm (3200)" and method_label(near) == "em-llm (3200, distance 512)"
+    print_table([("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
+                 ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near})])
+    out = screen.getvalue()
+    assert "[1 failed] [att 92]" in out and "[att 90]" in out and "distance 512" in out
+
+
 def test_report_cells_show_failures_and_answer_attention():
     assert _cell(None) == "-"
     assert _cell({"score": 50.0, "n": 2}) == "50.0 (2)"

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from memalign.bench.runner import METRICS_FILE, model_slug
@@ -36,7 +37,9 @@ def method_label(config: dict[str, Any]) -> str:
     budget = method_config.get("budget") or (config.get("budget") if label != "full" else None)
     if budget and label != "full":
         total = sum(int(budget.get(k, 0)) for k in ("n_init", "n_local", "n_mem"))
-        label += f" ({total // 1024}k)" if total % 1024 == 0 else f" ({total})"
+        size = f"{total // 1024}k" if total % 1024 == 0 else str(total)
+        distance = budget.get("memory_distance")
+        label += f" ({size})" if distance is None else f" ({size}, distance {distance})"
     return label
 
 
@@ -72,12 +75,13 @@ def _length_label(length: int) -> str:
 def print_table(results: list[Result]) -> None:
     for (model, task), methods in sorted(_grid(results).items()):
         lengths = sorted({n for per in methods.values() for n in per})
-        table = Table(title=f"{task} - {model} (score x100, (n), {ATTENDED_NOTE})")
+        # escape: cells and the note hold "[...]", which rich would otherwise read as markup and drop
+        table = Table(title=escape(f"{task} - {model} (score x100, (n), {ATTENDED_NOTE})"))
         table.add_column("method", no_wrap=True)
         for n in lengths:
             table.add_column(_length_label(n), justify="right")
         for label, per in sorted(methods.items()):
-            table.add_row(label, *[_cell(per.get(n)) for n in lengths])
+            table.add_row(escape(label), *[escape(_cell(per.get(n))) for n in lengths])
         console.print(table)
 
 
