@@ -47,6 +47,23 @@ STEPS: dict[str, list[str]] = {
                         "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "smollm2-8k-methods": ["-t", "passkey,niah_single_1", "--lengths", "8k", "-m", "em-llm,infllm,streaming,full",
                            "--model", "smollm2-135m-instruct", "--samples", "4", "--threads", "1", *BUDGET],
+    "smollm2-8k-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "8k", "-m", "em-llm,infllm,streaming,full",
+                         "--model", "smollm2-135m-instruct", "--samples", "2", "--threads", "1", *BUDGET],
+    "smollm2-16k-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "16k", "-m", "em-llm,infllm,streaming,full",
+                          "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-8k-ruler": ["-t", "niah_single_1,niah_multikey_1,vt", "--lengths", "8k", "-m",
+                      "em-llm,infllm,streaming,full", "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1",
+                      "--threads", "1", *BUDGET],
+    "smollm2-niah-5": ["-t", "niah_single_1", "--lengths", "8k,16k", "-m", "em-llm,infllm,streaming,full",
+                       "--model", "smollm2-135m-instruct", "--samples", "5", "--threads", "1", *BUDGET],
+    "smollm2-niah-5-d512": ["-t", "niah_single_1", "--lengths", "8k,16k", "-m", "em-llm", "--memory-distance", "512",
+                            "--model", "smollm2-135m-instruct", "--samples", "5", "--threads", "1", *BUDGET],
+    "qwen-8k-passkey": ["-t", "passkey", "--lengths", "8k", "-m", "em-llm,infllm,streaming,full",
+                        "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-8k-d512": ["-t", "passkey,niah_single_1", "--lengths", "8k", "-m", "em-llm", "--memory-distance", "512",
+                     "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-32k-baselines": ["-t", "passkey", "--lengths", "32k", "-m", "infllm,streaming",
+                           "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
 
