@@ -107,7 +107,8 @@ def test_run_records_writes_resumes_and_reports(tiny, tmp_path):
     assert config["task"] == "passkey" and config["method_config"]["name"] == "full"
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [records[0].id, records[1].id]
-    assert all({"prediction", "answer", "score", "prompt_tokens", "seconds"} <= set(r) for r in rows)
+    assert all({"prediction", "answer", "score", "prompt_tokens", "seconds", "cpu_seconds"} <= set(r) for r in rows)
+    assert all(r["cpu_seconds"] > 0 for r in rows) and first["mean_cpu_seconds"] > 0
     # resume: only the missing third item is computed
     second = run_records(cfg, records, model, tok, tmp_path)
     assert second["n"] == 3 and len((folder / "predictions.jsonl").read_text().splitlines()) == 3

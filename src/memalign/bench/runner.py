@@ -111,7 +111,7 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
     prompt = encode(tokenizer, record)
     prompt = truncate_middle(prompt, truncate - record.max_new_tokens if truncate else 0)
     input_ids = torch.tensor([prompt.input_ids], device=model.device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {"id": record.id, "task": record.task, "metric": record.metric, "answer": record.answer,
                            "meta": record.meta, "prompt_tokens": len(prompt), "method": method.name}
     try:
@@ -128,6 +128,9 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
     except (torch.OutOfMemoryError, RuntimeError) as exc:  # counted as a failure, never dropped
         row.update(prediction="", new_tokens=0, score=0.0, error=f"{type(exc).__name__}: {exc}")
     row["seconds"] = round(time.perf_counter() - start, 3)
+    # process CPU time: on a machine shared with other jobs, wall seconds say more about the load than
+    # about the method; with one torch thread CPU seconds are the method's own cost
+    row["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
     return row
 
 
@@ -143,6 +146,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         if depth is not None:
             by_depth[f"{float(depth):.3f}"].append(score)
     seconds = sum(float(r.get("seconds", 0.0)) for r in rows)
+    cpu_timed = [float(r["cpu_seconds"]) for r in rows if "cpu_seconds" in r]  # absent in older folders
     attended = [float(r["answer_attended"]) for r in rows if r.get("answer_attended") is not None]
     return {
         "score": round(100 * sum(scores) / len(scores), 2) if scores else None,
@@ -154,6 +158,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         "answer_attended": round(100 * sum(attended) / len(attended), 2) if attended else None,
         "seconds": round(seconds, 1),
         "prompt_tokens_per_second": round(sum(r["prompt_tokens"] for r in rows) / seconds, 1) if seconds else None,
+        "mean_cpu_seconds": round(sum(cpu_timed) / len(cpu_timed), 1) if cpu_timed else None,
     }
 
 
