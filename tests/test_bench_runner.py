@@ -218,6 +218,21 @@ def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch
     assert "[1 failed] [att 92]" in out and "[att 90]" in out and "distance 512" in out
 
 
+def test_plots_keep_methods_that_differ_only_in_memory_distance(tmp_path):
+    from memalign.bench.report import write_plots
+
+    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024}
+    config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
+    near = {**config, "method_config": {"budget": {**budget, "memory_distance": 512}}}
+    depths = {"0.000": 100.0, "0.500": 0.0}
+    written = write_plots([("a", {"score": 50.0, "n": 2, "by_depth": depths, "config": config}),
+                           ("b", {"score": 100.0, "n": 2, "by_depth": {"0.000": 100.0, "0.500": 100.0},
+                                  "config": near})], tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == ["m__passkey__em-llm-3200-d512__depth.png", "m__passkey__em-llm-3200__depth.png",
+                     "m__passkey__length.png"]
+
+
 def test_report_cells_show_failures_and_answer_attention():
     assert _cell(None) == "-"
     assert _cell({"score": 50.0, "n": 2}) == "50.0 (2)"

@@ -98,6 +98,18 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _label_slug(label: str) -> str:
+    """A file-name form of a method label: ``em-llm (3200, distance 512)`` -> ``em-llm-3200-d512``, so
+    labels differing only in budget or memory distance never overwrite each other's plot."""
+    name, _, rest = label.partition(" (")
+    extras = [part.strip().replace("distance ", "d") for part in rest.rstrip(")").split(",") if part.strip()]
+    return "-".join([name, *extras])
+
+
 def write_plots(results: list[Result], folder: Path) -> list[Path]:
     """Score vs length per method (one PNG per model and task) and a depth x length heatmap per method."""
     import matplotlib
@@ -109,18 +121,27 @@ def write_plots(results: list[Result], folder: Path) -> list[Path]:
     written: list[Path] = []
     for (model, task), methods in sorted(_grid(results).items()):
         slug = f"{model}__{task.replace(':', '-')}"
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, per in sorted(methods.items()):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        labels = sorted(methods)
+        all_lengths: set[int] = set()
+        for i, label in enumerate(labels):
+            per = methods[label]
             points = sorted((n, m["score"]) for n, m in per.items() if m.get("score") is not None and n > 0)
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+                all_lengths.update(p[0] for p in points)
+                # methods often tie (0 or 100): a small horizontal offset per method keeps every line visible
+                dodge = 2 ** (0.06 * (i - (len(labels) - 1) / 2))
+                ax.plot([p[0] * dodge for p in points], [p[1] for p in points], label=label,
+                        marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)])
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(all_lengths), [_length_label(n) for n in sorted(all_lengths)])
+        ax.minorticks_off()
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("score")
         ax.set_ylim(-5, 105)
         ax.set_title(f"{task} - {model}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         path = folder / f"{slug}__length.png"
         fig.tight_layout()
         fig.savefig(path, dpi=120)
@@ -140,7 +161,7 @@ def write_plots(results: list[Result], folder: Path) -> list[Path]:
             ax.set_ylabel("needle depth")
             ax.set_title(f"{task} - {model} - {label}", fontsize=9)
             fig.colorbar(image, ax=ax)
-            path = folder / f"{slug}__{label.split(' ')[0]}__depth.png"
+            path = folder / f"{slug}__{_label_slug(label)}__depth.png"
             fig.tight_layout()
             fig.savefig(path, dpi=120)
             plt.close(fig)
