@@ -3,7 +3,9 @@
 Each (method, context length) runs in its own subprocess so peak RSS is per configuration; ratios are
 taken between runs of the same invocation (these machines are noisy: compare within one table). Each
 row also records process CPU time (``prefill tok/CPU-s``, ``decode CPU ms/tok``): with ``--threads 1``
-on a machine shared with other jobs it tracks the work done far more steadily than wall-clock time.
+on a machine shared with other jobs it moves much less with the load than wall-clock time (measured:
+five jobs on 2 cores halved wall-clock throughput at 1k tokens and cost ~10 % in CPU-time throughput,
+the rest being cache and memory-bandwidth contention), but it is not load-free either.
 
     python benchmarks/em_cost.py --model smollm2-135m-instruct --lengths 4k,8k,16k,32k,64k \
         --n-local 2048 --n-mem 2048 --out results/em_cost_smollm2
@@ -97,7 +99,7 @@ def worker(args: argparse.Namespace) -> dict:
                 row["tier_bytes"] = tiers
     row["prefill_tok_s"] = args.length / row["prefill_s"]
     # Tokens per second of process CPU time: on a shared machine (other jobs on the cores) this moves far
-    # less with the load than wall-clock throughput; with one torch thread it is the throughput alone.
+    # less with the load than wall-clock throughput (contention for caches and memory still shows).
     row["prefill_tok_cpu_s"] = args.length / row["prefill_cpu_s"]
     row["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     row["rss_model"] = rss_model
