@@ -158,7 +158,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         "answer_attended": round(100 * sum(attended) / len(attended), 2) if attended else None,
         "seconds": round(seconds, 1),
         "prompt_tokens_per_second": round(sum(r["prompt_tokens"] for r in rows) / seconds, 1) if seconds else None,
-        "mean_cpu_seconds": round(sum(cpu_timed) / len(cpu_timed), 1) if cpu_timed else None,
+        "mean_cpu_seconds": round(sum(cpu_timed) / len(cpu_timed), 3) if cpu_timed else None,
     }
 
 
