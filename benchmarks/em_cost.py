@@ -24,12 +24,23 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
 def parse_length(text: str) -> int:
     text = text.strip().lower()
     return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
+
+
+@contextmanager
+def clock() -> Iterator[dict[str, float]]:
+    """Wall-clock and process CPU seconds of the block, in the yielded dict once it exits."""
+    spent: dict[str, float] = {}
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield spent
+    spent.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -55,16 +66,13 @@ def worker(args: argparse.Namespace) -> dict:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=model.config)
-            start, cpu = time.perf_counter(), time.process_time()
-            out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            row["prefill_s"], row["prefill_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+            with clock() as prefill:
+                out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
-            start, cpu = time.perf_counter(), time.process_time()
-            for _ in range(args.decode):
-                out = model(token, past_key_values=cache, use_cache=True)
-                token = out.logits[:, -1].argmax(-1, keepdim=True)
-            row["decode_ms"] = 1000 * (time.perf_counter() - start) / args.decode
-            row["decode_cpu_ms"] = 1000 * (time.process_time() - cpu) / args.decode
+            with clock() as decode:
+                for _ in range(args.decode):
+                    out = model(token, past_key_values=cache, use_cache=True)
+                    token = out.logits[:, -1].argmax(-1, keepdim=True)
             row["kv_bytes"] = sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers)
         else:
             from memalign.memory.store_config import StoreConfig
@@ -75,13 +83,10 @@ def worker(args: argparse.Namespace) -> dict:
             cfg = EMConfig(n_init=args.n_init, n_local=args.n_local, n_mem=args.n_mem, chunk_size=args.chunk,
                            segmentation=args.segmentation, store=store)
             with EpisodicMemory(model, cfg) as mem:
-                start, cpu = time.perf_counter(), time.process_time()
-                cache, logits = mem.prefill(ids)
-                row["prefill_s"], row["prefill_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
-                start, cpu = time.perf_counter(), time.process_time()
-                mem.decode(cache, logits, args.decode + 1)
-                row["decode_ms"] = 1000 * (time.perf_counter() - start) / args.decode
-                row["decode_cpu_ms"] = 1000 * (time.process_time() - cpu) / args.decode
+                with clock() as prefill:
+                    cache, logits = mem.prefill(ids)
+                with clock() as decode:
+                    mem.decode(cache, logits, args.decode + 1)
                 stats = cache.stats()
                 row["kv_bytes"] = sum(r["bytes"] for r in stats)
                 row["events_per_layer"] = sum(r["events"] for r in stats) / len(stats)
@@ -97,6 +102,9 @@ def worker(args: argparse.Namespace) -> dict:
                         for k, v in store.tier_bytes().items():
                             tiers[k] = tiers.get(k, 0) + v
                 row["tier_bytes"] = tiers
+    row["prefill_s"], row["prefill_cpu_s"] = prefill["wall"], prefill["cpu"]
+    row["decode_ms"] = 1000 * decode["wall"] / args.decode
+    row["decode_cpu_ms"] = 1000 * decode["cpu"] / args.decode
     row["prefill_tok_s"] = args.length / row["prefill_s"]
     # Tokens per second of process CPU time: on a shared machine (other jobs on the cores) this moves far
     # less with the load than wall-clock throughput (contention for caches and memory still shows).
@@ -178,6 +186,11 @@ def _fmt(row: dict, key: str, digits: int) -> str:
     return f"{row[key]:.{digits}f}" if key in row else ""
 
 
+def _ratio(row: dict, base: dict | None, key: str) -> str:
+    """``row[key] / base[key]`` to two decimals, or blank when either is missing (no base, older rows)."""
+    return f"{row[key] / base[key]:.2f}" if base and key in row and key in base else ""
+
+
 def report(rows: list[dict], args: argparse.Namespace) -> None:
     ok = [r for r in rows if "skipped" not in r]
     by = {(r["method"], r["length"]): r for r in ok}
@@ -194,11 +207,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
                 skipped = next((x["skipped"] for x in rows if x["method"] == method and x["length"] == length), "")
                 lines.append(f"| {length} | {method} | not run ({skipped}) | | | | | | | |")
                 continue
-            full = by.get(("full", length))
-            ratio = f"{r['prefill_tok_s'] / full['prefill_tok_s']:.2f}" if method != "full" and full else ""
-            cpu_ratio = ""
-            if method != "full" and full and "prefill_tok_cpu_s" in r and "prefill_tok_cpu_s" in full:
-                cpu_ratio = f"{r['prefill_tok_cpu_s'] / full['prefill_tok_cpu_s']:.2f}"
+            full = by.get(("full", length)) if method != "full" else None
+            ratio, cpu_ratio = _ratio(r, full, "prefill_tok_s"), _ratio(r, full, "prefill_tok_cpu_s")
             lines.append(f"| {length} | {method} | {r['prefill_tok_s']:.0f} | {_fmt(r, 'prefill_tok_cpu_s', 0)} | "
                          f"{r['decode_ms']:.1f} | {_fmt(r, 'decode_cpu_ms', 1)} | "
                          f"{r['peak_rss'] / 2**20:.0f} | {r['kv_bytes'] / 2**20:.1f} | {ratio} | {cpu_ratio} |")
@@ -207,14 +217,13 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
         first, last = mem[0], mem[-1]
         by_len = {r["length"]: r for r in mem}
         lines.append("")
-        for key, what in (("prefill_tok_s", "wall clock"), ("prefill_tok_cpu_s", "CPU time")):
-            if 8192 in by_len and 65536 in by_len and key in by_len[8192] and key in by_len[65536]:
-                lines.append(f"memory prefill 64k/8k throughput ratio ({what}): "
-                             f"{by_len[65536][key] / by_len[8192][key]:.2f} (target >= 0.8)")
-        for key, what in (("decode_ms", "wall clock"), ("decode_cpu_ms", "CPU time")):
-            if 4096 in by_len and 65536 in by_len and key in by_len[4096] and key in by_len[65536]:
-                lines.append(f"memory decode 64k/4k latency ratio ({what}): "
-                             f"{by_len[65536][key] / by_len[4096][key]:.2f} (target <= 1.5)")
+        targets = (("prefill 64k/8k throughput", 8192, ("prefill_tok_s", "prefill_tok_cpu_s"), ">= 0.8"),
+                   ("decode 64k/4k latency", 4096, ("decode_ms", "decode_cpu_ms"), "<= 1.5"))
+        for what, base, keys, target in targets:
+            for key, kind in zip(keys, ("wall clock", "CPU time"), strict=True):
+                value = _ratio(by_len.get(65536, {}), by_len.get(base), key)
+                if value:
+                    lines.append(f"memory {what} ratio ({kind}): {value} (target {target})")
         growth = (last["kv_bytes"] - first["kv_bytes"]) / (last["length"] - first["length"])
         lines.append(f"memory bytes held per token ({first['length']}->{last['length']}): {growth:.0f} "
                      f"(KV per token {first['kv_bytes_per_token_theory']}; held = allocated capacity)")
