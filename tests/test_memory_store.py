@@ -496,7 +496,7 @@ def test_memory_attention_is_identical_with_a_tiered_store(tmp_path, cache_token
     heads, kv_heads, dim = 2, 1, 8
     cpu = torch.device("cpu")
     rope = RopeTable(_identity_rope, torch.float32, cpu)
-    layers = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, True, torch.float32, cpu, rope=rope)
+    layers = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, True, torch.float32, cpu)
               for _ in range(2)]
     config = StoreConfig(device_cache_tokens=cache_tokens, host_budget_bytes=3 * PAGE * 2 * kv_heads * dim * 4,
                          offload_dir=tmp_path, page_tokens=PAGE)

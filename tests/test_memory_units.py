@@ -142,7 +142,7 @@ def test_every_past_token_seen_at_most_once_and_window_exactly_once(chunk, n_mem
     total, dim = 160, 160
     rope = RopeTable(lambda x, pos: (torch.ones(1, pos.shape[-1], dim), torch.zeros(1, pos.shape[-1], dim)),
                      torch.float32, torch.device("cpu"))
-    layer = LayerMemory(2, 1, dim, cfg.n_local, cfg.n_init, True, torch.float32, torch.device("cpu"), rope=rope)
+    layer = LayerMemory(2, 1, dim, cfg.n_local, cfg.n_init, True, torch.float32, torch.device("cpu"))
     seq = SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
                          device=torch.device("cpu"))
     visible_of: dict[int, int] = {}
@@ -280,8 +280,8 @@ def test_unknown_preset_and_field():
 
 # ---- kernels -------------------------------------------------------------------------------------------
 
-def test_attend_merge_and_key_mass_equal_dense_softmax():
-    from memalign.memory.kernels import attend, key_mass, merge
+def test_attend_and_merge_equal_dense_softmax():
+    from memalign.memory.kernels import attend, merge
 
     torch.manual_seed(0)
     q = torch.randn(1, 4, 6, 8)
@@ -299,8 +299,37 @@ def test_attend_merge_and_key_mass_equal_dense_softmax():
     probs = logits.softmax(-1)
     assert torch.allclose(out, probs @ v, atol=1e-5)
     assert torch.allclose(lse, logits.logsumexp(-1), atol=1e-5)
-    assert torch.allclose(key_mass(q, k1, 0.3, lse, causal=True), probs[..., :6].sum(-2), atol=1e-5)
-    assert torch.allclose(key_mass(q, k2, 0.3, lse, mask=band), probs[..., 6:].sum(-2), atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+@pytest.mark.parametrize("q_start,k_start,window", [(20, 9, 8), (20, 18, 8), (5, 0, 30), (20, 9, 1)])
+def test_window_attention_equals_dense_softmax_with_key_mass(block, q_start, k_start, window):
+    """Window attention merged with another key set equals one softmax over both; its key mass is the
+    column sum of the final probabilities (what representative keys rank by)."""
+    from memalign.memory.kernels import attend, window_attention
+
+    torch.manual_seed(0)
+    L = 7
+    S = q_start + L - k_start
+    q = torch.randn(4, L, 8)
+    k, v = torch.randn(2, S, 8), torch.randn(2, S, 8)
+    k_mem, v_mem = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    other = attend(q[None], k_mem, v_mem, 0.3)
+    out, lse, mass = window_attention(q, k, v, 0.3, q_start, k_start, window, (other[0][0], other[1][0]),
+                                      block=block)
+    diff = torch.arange(q_start, q_start + L)[:, None] - torch.arange(k_start, k_start + S)[None, :]
+    visible = torch.cat([torch.ones(L, 5, dtype=torch.bool), (diff >= 0) & (diff < window)], 1)
+    keys = torch.cat([k_mem[0], k], 1).repeat_interleave(2, dim=0)
+    vals = torch.cat([v_mem[0], v], 1).repeat_interleave(2, dim=0)
+    logits = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~visible, float("-inf"))
+    probs = logits.softmax(-1)
+    assert torch.allclose(out, probs @ vals, atol=1e-5)
+    assert torch.allclose(lse, logits.logsumexp(-1), atol=1e-5)
+    assert torch.allclose(mass, probs[..., 5:].sum(-2), atol=1e-5)
+    alone, lse_alone, mass_alone = window_attention(q, k, v, 0.3, q_start, k_start, window, block=block)
+    local = logits[..., 5:]
+    assert torch.allclose(alone, local.softmax(-1) @ vals[:, 5:], atol=1e-5)
+    assert torch.allclose(mass_alone, local.softmax(-1).sum(-2), atol=1e-5)
 
 
 def test_rotate_is_bit_identical_to_transformers():

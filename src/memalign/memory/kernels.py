@@ -82,29 +82,61 @@ def merge(parts: list[tuple[torch.Tensor, torch.Tensor]], out_dtype: torch.dtype
     return out.to(out_dtype or parts[0][0].dtype), total
 
 
-def key_mass(q: torch.Tensor, k: torch.Tensor, scale: float, lse: torch.Tensor, mask: torch.Tensor | None = None,
-             causal: bool = False, query_chunk: int = 512) -> torch.Tensor:
-    """Attention probability each key receives, summed over queries: [B,H,S] fp32.
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, q_start: int, k_start: int,
+                     window: int, other: tuple[torch.Tensor, torch.Tensor] | None = None, block: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sliding-window attention that also returns the attention mass each key receives.
 
-    ``lse`` is the final (merged) log-sum-exp of each query, so these are the true probabilities of the
-    full attention, computed block by block without keeping a [L,S] probability matrix. With
-    ``causal`` (L == S) key j only receives mass from queries i >= j.
+    ``q`` [H,L,D] at positions ``q_start..``, ``k,v`` [Hkv,S,D] at positions ``k_start..``; query i sees
+    key j iff ``0 <= i - j < window``. ``other`` (out [H,L,D], lse [H,L]) is attention over a disjoint key
+    set (the memory stage), merged in: returns (out [H,L,D] in q's dtype, lse [H,L] fp32, mass [H,S] fp32),
+    where ``mass[h, j]`` sums the *final* probabilities (after the merge) that the queries give key j.
+
+    Why not the fused kernel plus a second pass for the mass: representative keys need every key's
+    attention mass from all queries of its window; recomputing it at eviction repeats the Q.K products
+    and the exponentials the attention already did, which on CPU costs as much as the attention itself.
+    Here one pass over query blocks does both: logits, one exp, P.V and a weighted column sum of P,
+    with only the window's band (plus the block's two triangular edges) computed and masked.
     """
-    B, H, L, D = q.shape
-    Hkv, S = k.shape[1], k.shape[2]
+    H, L, D = q.shape
+    Hkv, S = k.shape[0], k.shape[1]
     g = H // Hkv
-    total = torch.zeros(B, Hkv, g, S, dtype=torch.float32, device=q.device)
-    if S == 0 or L == 0:
-        return total.view(B, H, S)
-    kt = k.float().unsqueeze(2).transpose(-1, -2)  # [B,Hkv,1,D,S]
-    for start in range(0, L, query_chunk):
-        stop = min(L, start + query_chunk)
-        qc = q[:, :, start:stop].float().view(B, Hkv, g, stop - start, D)
-        s = torch.matmul(qc, kt).mul_(scale)  # [B,Hkv,g,l,S]
-        s.sub_(lse[:, :, start:stop].view(B, Hkv, g, stop - start, 1)).exp_()
-        if causal:
-            s.tril_(diagonal=start)
-        elif mask is not None:
-            s.mul_(mask[start:stop])
-        total += s.sum(dim=-2)
-    return total.view(B, H, S)
+    block = block or (64 if q.device.type == "cpu" else 512)
+    qf = q.float().view(Hkv, g, L, D)
+    kt = k.float().transpose(-1, -2)  # [Hkv,D,S]
+    vf = v.float()
+    out = torch.empty(Hkv, g, L, v.shape[-1], dtype=torch.float32, device=q.device)
+    lse = torch.empty(Hkv, g, L, dtype=torch.float32, device=q.device)
+    mass = torch.zeros(Hkv, g, S, dtype=torch.float32, device=q.device)
+    if other is not None:
+        o_other = other[0].float().view(Hkv, g, L, -1)
+        lse_other = other[1].float().view(Hkv, g, L)
+    for a in range(0, L, block):
+        b = min(L, a + block)
+        n_q, first = b - a, q_start + a
+        k0 = max(k_start, first - window + 1)
+        k1 = min(k_start + S, first + n_q)
+        s = torch.matmul(qf[:, :, a:b].reshape(Hkv, g * n_q, D), kt[:, :, k0 - k_start:k1 - k_start])
+        s = s.view(Hkv, g, n_q, k1 - k0).mul_(scale)
+        q_pos = torch.arange(first, first + n_q, device=q.device)[:, None]
+        # Only two column ranges can hold invisible keys: newer than the block's first query, and older
+        # than its last query's window.
+        for c0, c1 in ((max(k0, first + 1), k1), (k0, min(k1, first + n_q - window))):
+            if c0 < c1:
+                diff = q_pos - torch.arange(c0, c1, device=q.device)[None, :]
+                s[..., c0 - k0:c1 - k0].masked_fill_((diff < 0) | (diff >= window), NEG_INF)
+        row_max = s.amax(dim=-1, keepdim=True).clamp_min_(-1e30)  # rows that see nothing stay finite
+        s.sub_(row_max).exp_()
+        lse_b = s.sum(dim=-1).log_().add_(row_max[..., 0])
+        if other is not None:
+            lse_b = torch.logaddexp(lse_b, lse_other[:, :, a:b])
+        weight = torch.exp(row_max[..., 0] - lse_b.clamp_min(-1e30))  # exp(s - max) * weight = final probability
+        o = torch.matmul(s.view(Hkv, g * n_q, -1), vf[:, k0 - k_start:k1 - k_start]).view(Hkv, g, n_q, -1)
+        o.mul_(weight.unsqueeze(-1))
+        if other is not None:
+            w_other = torch.exp(lse_other[:, :, a:b] - lse_b.clamp_min(-1e30)).nan_to_num_(0.0)
+            o.addcmul_(o_other[:, :, a:b], w_other.unsqueeze(-1))
+        out[:, :, a:b] = o
+        lse[:, :, a:b] = lse_b
+        mass[:, :, k0 - k_start:k1 - k_start] += torch.matmul(weight.unsqueeze(-2), s).squeeze(-2)
+    return out.view(H, L, -1).to(q.dtype), lse.view(H, L), mass.view(H, S)

@@ -17,9 +17,7 @@ import torch
 from memalign.errors import ConfigError
 from memalign.memory.buffers import TokenBuffer
 from memalign.memory.config import EMConfig
-from memalign.memory.kernels import key_mass
 from memalign.memory.refinement import refine_boundaries
-from memalign.memory.rope import RopeTable, rotate
 from memalign.memory.segmentation import (
     BOUNDARY_STRATEGIES,
     NEEDS_SURPRISE,
@@ -38,15 +36,14 @@ class LayerMemory:
     instead of stored as events.
 
     Representative keys need the attention mass each key receives from the queries whose window it is
-    in. Rather than computing it for every key on every chunk (wasted for inputs that never leave the
-    window), the layer keeps the queries (bf16, unrotated) and their final log-sum-exp for the tokens of
-    its tail, and computes the mass of exactly the keys that become events, once, when they do
-    (:meth:`to_events`). Same numbers, no cost for short inputs.
+    in (as the reference's ``repr_score``). The window attention of memory layers returns it in the same
+    pass (:func:`~memalign.memory.kernels.window_attention`) and the layer accumulates it per tail token
+    in ``tail_mass`` until the token becomes part of an event (:meth:`to_events`).
     """
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, window: int, n_init: int,
                  use_memory: bool, dtype: torch.dtype, device: torch.device,
-                 store_config: StoreConfig | None = None, rope: RopeTable | None = None) -> None:
+                 store_config: StoreConfig | None = None) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window, self.n_init, self.use_memory = window, n_init, use_memory
         self.tail_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device)
@@ -56,10 +53,7 @@ class LayerMemory:
         self.init_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.store = (EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device, store_config)
                       if use_memory else None)
-        query_dtype = torch.float16 if dtype == torch.float16 else torch.bfloat16
-        self.tail_q = TokenBuffer(num_heads, (head_dim,), query_dtype, device) if use_memory else None
-        self.tail_lse = TokenBuffer(num_heads, (), torch.float32, device) if use_memory else None
-        self.rope, self.scale = rope, None
+        self.tail_mass = TokenBuffer(num_heads, (), torch.float32, device) if use_memory else None
         self.contiguity: list[int] = []
         self.last_retrieved: list[int] = []
         # (sinks, first tail position attended, chunk end, event ids) of the last forward: see attended_spans
@@ -73,13 +67,14 @@ class LayerMemory:
         """keys/values [Hkv, n, D] of the newest tokens (unrotated)."""
         self.tail_k.append(keys)
         self.tail_v.append(values)
+        if self.tail_mass is not None:
+            self.tail_mass.append(keys.new_zeros(self.num_heads, keys.shape[1], dtype=torch.float32))
 
-    def record_queries(self, queries: torch.Tensor, lse: torch.Tensor, scale: float) -> None:
-        """Queries [H, n, D] (unrotated) of the newest tokens and their final log-sum-exp [H, n]."""
-        if self.tail_q is not None:
-            self.tail_q.append(queries.to(self.tail_q.dtype))
-            self.tail_lse.append(lse)
-            self.scale = scale
+    def add_mass(self, mass: torch.Tensor, start: int) -> None:
+        """Add attention mass [H, n] received by the tail keys at positions ``[start, start + n)``."""
+        if self.tail_mass is not None:
+            a = start - self.tail_start
+            self.tail_mass.view(a, a + mass.shape[1]).add_(mass)
 
     def tail_slice(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = start - self.tail_start, stop - self.tail_start
@@ -87,9 +82,8 @@ class LayerMemory:
 
     def _pop(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.tail_start += n
-        if self.tail_q is not None and len(self.tail_q):
-            self.tail_q.pop_front(min(n, len(self.tail_q)))
-            self.tail_lse.pop_front(min(n, len(self.tail_lse)))
+        if self.tail_mass is not None:
+            self.tail_mass.pop_front(n)
         return self.tail_k.pop_front(n), self.tail_v.pop_front(n)
 
     def drop(self, n: int) -> None:
@@ -101,19 +95,9 @@ class LayerMemory:
         self.init_v.append(v)
 
     def window_mass(self, n: int) -> torch.Tensor:
-        """Attention mass [H, n] the ``n`` oldest tail keys received from queries whose window held them."""
-        a = self.tail_start
-        q_stop = min(a + n - 1 + self.window, a + len(self.tail_q))
-        m = q_stop - a
-        if m <= 0 or self.scale is None:
-            return torch.zeros(self.num_heads, n, device=self.tail_k.view().device)
-        cos_k, sin_k = self.rope.at(0, n)
-        cos_q, sin_q = self.rope.at(0, m)
-        keys = rotate(self.tail_k.view(0, n).unsqueeze(0), cos_k, sin_k)
-        queries = rotate(self.tail_q.view(0, m).to(keys.dtype).unsqueeze(0), cos_q, sin_q)
-        diff = torch.arange(m, device=keys.device)[:, None] - torch.arange(n, device=keys.device)[None, :]
-        visible = (diff >= 0) & (diff < self.window)
-        return key_mass(queries, keys, self.scale, self.tail_lse.view(0, m).unsqueeze(0), mask=visible)[0]
+        """Attention mass [H, n] the ``n`` oldest tail keys received so far from queries whose window held them
+        (final once every query of their window has run, which :meth:`SequenceMemory.evict` ensures)."""
+        return self.tail_mass.view(0, n)
 
     def to_events(self, sizes: list[int], repr_topk: int) -> None:
         """Cut the oldest ``sum(sizes)`` tail tokens into events of these sizes (mass computed once)."""
@@ -157,8 +141,8 @@ class LayerMemory:
 
     def nbytes(self) -> dict[str, int]:
         tail = self.tail_k.nbytes() + self.tail_v.nbytes()
-        if self.tail_q is not None:
-            tail += self.tail_q.nbytes() + self.tail_lse.nbytes()
+        if self.tail_mass is not None:
+            tail += self.tail_mass.nbytes()
         sinks = self.init_k.nbytes() + self.init_v.nbytes()
         return {"tail": tail, "sinks": sinks, "events": self.store.nbytes() if self.store else 0}
 
