@@ -67,6 +67,12 @@ STEPS: dict[str, list[str]] = {
                      "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-32k-baselines": ["-t", "passkey", "--lengths", "32k", "-m", "infllm,streaming",
                            "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "smollm2-32k-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "32k", "-m", "em-llm,infllm,streaming",
+                          "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "smollm2-64k-niah": ["-t", "niah_single_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
+                         "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-16k-niah": ["-t", "niah_single_1", "--lengths", "16k", "-m", "em-llm,infllm,streaming",
+                      "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
 

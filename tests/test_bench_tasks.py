@@ -71,8 +71,14 @@ def test_ruler_templates_and_singular_rewrite(tok):
     assert single.answer_prefix.endswith("mentioned in the provided text is")
     assert single.max_new_tokens == 128 and single.metric == "string_match_all"
     assert f"is: {single.answer[0]}." in single.context
+    # the needle's recorded depth is where it is: the fraction of the filler (sentences) before it
+    long = get_task("niah_single_1").records(TaskContext(tok), 4000, 1, seed=0)[0]
+    (depth,) = long.meta["needle_depths"]
+    body = long.context.split("following text.")[1]
+    assert abs(body.index(f"is: {long.answer[0]}.") / len(body) - depth) < 0.05
     vt = get_task("vt").records(TaskContext(tok), 2500, 1, seed=0)[0]
     assert len(vt.answer) == 5 and all(f"VAR {v} =" in vt.context for v in vt.answer)
+    assert len(vt.meta["hop_depths"]) == 5
     assert "5 variables are assgined the value" in vt.answer_prefix  # RULER's spelling
 
 

@@ -7,8 +7,10 @@ For queries at positions [s, e) and a window W, a past key at position k is seen
 * memory (every key at one fixed distance ``memory_distance``): the band keys by the queries they left,
   the pending tail tokens older than every window, the sinks, and the retrieved events.
 
-Each part is one fused attention call returning its log-sum-exp (see :mod:`memalign.memory.kernels`);
-the parts merge exactly. The reference instead adds every pending token to every query's global
+Each memory part is one fused attention call returning its log-sum-exp (see :mod:`memalign.memory.kernels`);
+the local window of a memory layer is one blocked pass that merges them and also yields every window
+key's attention mass (for representative keys); layers without memory use fused calls for the window too.
+The parts merge exactly. The reference instead adds every pending token to every query's global
 stage, so query i of a chunk sees ``len_q-1-i`` tokens twice.
 """
 

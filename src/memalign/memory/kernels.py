@@ -5,6 +5,9 @@ window, a band at the window edge, the sinks/pending/retrieved memory) that diff
 masks. Each set is computed by a fused kernel that also yields the per-row log-sum-exp, and the
 partial outputs are merged exactly in fp32: no concatenated logit matrix in bf16, no double softmax.
 On CPU this is ATen's flash kernel (GQA-native, returns LSE); elsewhere a chunked math fallback.
+
+Memory layers also need each window key's attention mass; :func:`window_attention` computes the local
+window, the merge with the memory stage and that mass in one blocked pass.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ class _RulerNiah(Task):
                 units = list(hay)
                 for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda nd: nd[1], reverse=True):
                     units.insert(int(depth * k) if spec.haystack == "essay" else min(k, int(depth * (k + 1))), needle)
-                return _niah_record(self.name, length, i, joiner.join(units), query, answers, spec)
+                return _niah_record(self.name, length, i, joiner.join(units), query, answers, spec, depths)
 
             out.append(fitter.fit(build, "haystack"))
         return out
@@ -122,7 +122,7 @@ class _DistractorStream:
 
 
 def _niah_record(task: str, length: int, i: int, context: str, query: str, answers: list[str],
-                 spec: _NiahSpec) -> Record:
+                 spec: _NiahSpec, depths: list[float]) -> Record:
     parts = [NIAH_CONTEXT, NIAH_QUESTION, NIAH_PREFIX]
     type_v = spec.value
     if spec.num_q * spec.num_v == 1:  # RULER's singular rewrite of the whole template
@@ -133,7 +133,10 @@ def _niah_record(task: str, length: int, i: int, context: str, query: str, answe
     return Record(context=ctx_t.format(type_needle_v=type_v, context=context),
                   question=q_t.format(type_needle_v=type_v, query=query),
                   answer_prefix=p_t.format(type_needle_v=type_v, query=query), answer=answers, max_new_tokens=128,
-                  task=task, metric="string_match_all", id=f"{task}-{length}-{i}", meta={"length": length})
+                  task=task, metric="string_match_all", id=f"{task}-{length}-{i}",
+                  # where the needles sit (fractions of the haystack), for analysis; not "depth", which
+                  # would make the runner group these random positions as a depth grid
+                  meta={"length": length, "needle_depths": [round(d, 4) for d in depths]})
 
 
 def _niah_task(name: str, spec: _NiahSpec, description: str) -> type[Task]:
@@ -210,7 +213,8 @@ class VariableTracking(Task):
                               question=VT_QUESTION.format(query=value),
                               answer_prefix=VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
                               answer=list(names), max_new_tokens=30, task=self.name, metric="string_match_all",
-                              id=f"{self.name}-{length}-{i}", meta={"length": length})
+                              id=f"{self.name}-{length}-{i}",
+                              meta={"length": length, "hop_depths": [round(p, 4) for p in positions]})
 
             out.append(fitter.fit(build, "noise"))
         return out
