@@ -82,9 +82,18 @@ def worker(args: argparse.Namespace) -> dict:
                 store = StoreConfig(host_budget_bytes=int(args.host_budget_mib * 2**20), offload_dir=args.offload_dir)
             cfg = EMConfig(n_init=args.n_init, n_local=args.n_local, n_mem=args.n_mem, chunk_size=args.chunk,
                            segmentation=args.segmentation, store=store)
+            chunk_cpu: list[float] = []
+            last = [time.process_time()]
+
+            def on_chunk(_: int) -> None:  # CPU seconds of each chunk: is the cost per token flat in length?
+                now = time.process_time()
+                chunk_cpu.append(round(now - last[0], 3))
+                last[0] = now
+
             with EpisodicMemory(model, cfg) as mem:
                 with clock() as prefill:
-                    cache, logits = mem.prefill(ids)
+                    cache, logits = mem.prefill(ids, progress=on_chunk)
+                row["chunk_cpu_s"] = chunk_cpu
                 with clock() as decode:
                     mem.decode(cache, logits, args.decode + 1)
                 stats = cache.stats()
@@ -233,6 +242,10 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             lines.append(f"peak RSS growth per token ({a['length']}->{b['length']}): {rss:.0f} "
                          f"(KV per token {b['kv_bytes_per_token_theory']} + representative vectors "
                          f"~{b.get('repr_bytes_per_token', 0):.0f})")
+    for r in sorted((r for r in ok if r.get("chunk_cpu_s")), key=lambda r: (r["method"], r["length"])):
+        line = _chunk_profile(r["chunk_cpu_s"], args.chunk, args.n_init + args.n_local + args.n_mem)
+        if line:
+            lines.append(f"{r['method']} {r['length']}: {line}")
     for r in sorted((r for r in ok if r["method"] == "memory+disk" and "param_bytes" in r), key=lambda r: r["length"]):
         budget, peak = r["host_budget_bytes"], r["peak_rss"]
         strict = r["param_bytes"] + budget + 2**30
@@ -249,6 +262,19 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     print(text)
     (args.out / "table.md").write_text(text + "\n")
     plot(ok, args.out / "em_cost.png", args.model)
+
+
+def _chunk_profile(chunk_cpu: list[float], chunk: int, warm_tokens: int) -> str:
+    """Mean CPU seconds per chunk in each quarter of the input once memory is in full use (after
+    ``warm_tokens``): equal quarters mean the cost per token does not grow with context length."""
+    steady = chunk_cpu[-(-warm_tokens // chunk):]  # skip ceil(warm_tokens / chunk) chunks
+    if len(steady) < 8:
+        return ""
+    q = len(steady) // 4
+    quarters = [steady[i * q:(i + 1) * q] for i in range(3)] + [steady[3 * q:]]
+    means = " / ".join(f"{sum(x) / len(x):.2f}" for x in quarters)
+    return (f"CPU s per {chunk}-token chunk, quarters of the input past the first {warm_tokens} tokens: {means} "
+            f"(last/first quarter {sum(quarters[-1]) / len(quarters[-1]) / (sum(quarters[0]) / len(quarters[0])):.2f})")
 
 
 def plot(rows: list[dict], path: Path, model: str) -> None:
