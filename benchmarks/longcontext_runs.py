@@ -77,6 +77,8 @@ STEPS: dict[str, list[str]] = {
                       "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "smollm2-64k-streaming": ["-t", "passkey", "--lengths", "64k", "-m", "streaming",
                               "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-16k-ruler": ["-t", "vt,niah_multikey_1", "--lengths", "16k", "-m", "em-llm,infllm,streaming",
+                       "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
 
