@@ -77,9 +77,10 @@ def worker(args: argparse.Namespace) -> dict:
         else:
             from memalign.memory.store_config import StoreConfig
 
-            store = StoreConfig()
+            store = StoreConfig(page_tokens=args.page_tokens)
             if args.method == "memory+disk":  # the disk tier past a model-wide host budget
-                store = StoreConfig(host_budget_bytes=int(args.host_budget_mib * 2**20), offload_dir=args.offload_dir)
+                store = StoreConfig(host_budget_bytes=int(args.host_budget_mib * 2**20), offload_dir=args.offload_dir,
+                                    page_tokens=args.page_tokens)
             cfg = EMConfig(n_init=args.n_init, n_local=args.n_local, n_mem=args.n_mem, chunk_size=args.chunk,
                            segmentation=args.segmentation, store=store)
             chunk_cpu: list[float] = []
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--host-budget-mib", type=float, default=1024,
                     help="method memory+disk: host memory for event K/V (all layers) before pages go to disk")
     ap.add_argument("--offload-dir", default=None, help="method memory+disk: where spill files go (default: tmp)")
+    ap.add_argument("--page-tokens", type=int, default=4096, help="tokens per event-store page (StoreConfig)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     ap.add_argument("--full-max", type=int, default=None, help="longest context for full attention")
     ap.add_argument("--out", type=Path, default=Path("results/em_cost"))
@@ -175,7 +177,7 @@ def main() -> None:
                 continue
             cmd = [sys.executable, __file__, "--worker", "--method", method, "--length", str(length)]
             for flag in ("model", "n_init", "n_local", "n_mem", "chunk", "segmentation", "decode", "dtype", "threads",
-                         "host_budget_mib"):
+                         "host_budget_mib", "page_tokens"):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             if args.offload_dir:
                 cmd += ["--offload-dir", args.offload_dir]
