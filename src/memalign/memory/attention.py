@@ -82,8 +82,7 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
                        out_dtype=q.dtype)
     # Every tail token older than the local window is attended in the memory stage, so the newest query
     # sees the whole tail when there is a memory stage and just its window otherwise.
-    has_memory_keys = layer.n_init > 0 or layer.use_memory
-    tail_from = layer.tail_start if has_memory_keys else max(lo, e - W)
+    tail_from = layer.tail_start if layer.has_memory_stage else max(lo, e - W)
     layer.last_view = (len(layer.init_k), tail_from, e, event_ids)
     return out
 
@@ -118,8 +117,7 @@ def _memory_parts(layer: LayerMemory, q: torch.Tensor, lo: int, full_from: int, 
     events in one part, and the band keys for the queries that have left them; plus the event ids."""
     W = layer.window
     pending_tokens = lo - layer.tail_start
-    has_memory_keys = layer.n_init > 0 or layer.use_memory
-    if not has_memory_keys or not (pending_tokens > 0 or band_mask is not None or len(layer.init_k) > 0
+    if not layer.has_memory_stage or not (pending_tokens > 0 or band_mask is not None or len(layer.init_k) > 0
                                    or (layer.store is not None and len(layer.store) > 0)):
         return [], []
     dist = int(config.memory_distance)

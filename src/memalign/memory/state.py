@@ -60,6 +60,11 @@ class LayerMemory:
         self.last_view: tuple[int, int, int, list[int]] | None = None
 
     @property
+    def has_memory_stage(self) -> bool:
+        """Whether keys outside the window are attended at all (sinks or events); else they are dropped."""
+        return self.n_init > 0 or self.use_memory
+
+    @property
     def tail_end(self) -> int:
         return self.tail_start + len(self.tail_k)
 
