@@ -79,6 +79,16 @@ STEPS: dict[str, list[str]] = {
                               "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-16k-ruler": ["-t", "vt,niah_multikey_1", "--lengths", "16k", "-m", "em-llm,infllm,streaming",
                        "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "smollm2-4k-baselines": ["-t", TASKS, "--lengths", "4k", "-m", "infllm,streaming",
+                             "--model", "smollm2-135m-instruct", "--samples", "2", "--threads", "1", *BUDGET],
+    "qwen-4k-ruler": ["-t", TASKS, "--lengths", "4k", "-m", "em-llm,infllm,streaming,full",
+                      "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "2", "--threads", "1", *BUDGET],
+    "smollm2-64k-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
+                          "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-32k-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "32k", "-m", "em-llm,infllm,streaming",
+                       "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-64k-methods": ["-t", "passkey,niah_single_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
+                         "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
 

@@ -358,3 +358,40 @@ def test_sliding_window_buffer_stays_compact():
             buf.pop_front(len(buf) - 2560)
         assert torch.equal(buf.view()[0, :, 0], torch.arange(counter - len(buf), counter, dtype=torch.float32))
     assert buf._data.shape[1] <= 2 * (2560 + 512)  # was 8192 with doubling and the half-full rule
+
+
+def test_append_only_buffer_holds_at_most_its_growth_fraction_unused():
+    """Representative matrices grow by 1/8: capacity beyond the rows used stays within that fraction."""
+    from memalign.memory.buffers import TokenBuffer
+
+    buf = TokenBuffer(1, (3,), torch.float32, torch.device("cpu"), growth=0.125)
+    for i in range(5000):
+        buf.append(torch.full((1, 1, 3), float(i)))
+        assert buf.capacity <= max(256, 1.125 * len(buf) + 1)
+    assert torch.equal(buf.view()[0, :, 0], torch.arange(5000, dtype=torch.float32))
+    with pytest.raises(ValueError, match="growth"):
+        TokenBuffer(1, (3,), torch.float32, torch.device("cpu"), growth=0)
+
+
+def test_window_buffers_stop_growing_at_their_bound():
+    """The tail (window + one unfinished event + one chunk) reaches a fixed capacity early in a long input
+    and keeps it: host memory held by windows does not step up late in the input."""
+    from memalign.memory import EMConfig, EpisodicMemory
+    from memalign.testing import tiny_model
+
+    model = tiny_model("qwen3")
+    cfg = EMConfig(n_init=4, n_local=32, n_mem=32, chunk_size=16, min_block_size=2, max_block_size=8)
+    bound = -(-4 * (cfg.n_local + cfg.max_block_size + cfg.chunk_size) // 3)
+    ids = torch.randint(3, 500, (1, 800), generator=torch.Generator().manual_seed(0))
+    capacities: list[set[int]] = []
+    with torch.inference_mode(), EpisodicMemory(model, cfg) as mem:
+        cache = mem.new_cache()
+
+        def record(_: int) -> None:
+            layers = cache.sequences[0].layers
+            capacities.append({b._data.shape[1] for layer in layers for b in (layer.tail_k, layer.tail_v,
+                                                                               layer.tail_mass)})
+
+        mem.prefill(ids, cache=cache, progress=record)
+    assert max(max(c) for c in capacities) <= bound
+    assert capacities[len(capacities) // 4] == capacities[-1], "no reallocation past the first quarter"

@@ -8,14 +8,30 @@ import torch
 
 
 class TokenBuffer:
-    """A [C, T, D...] tensor that grows along T (capacity doubling) and releases tokens from the front.
+    """A [C, T, D...] tensor that grows along T (geometrically) and releases tokens from the front.
 
     The window of live tokens is ``data[:, begin:end]``; popping advances ``begin`` and the storage is
     compacted when the dead prefix dominates, so a stream of appends/pops costs amortised O(1) per token.
+
+    ``growth`` is the fraction of capacity added by a reallocation: 0.5 (x1.5) by default. Buffers that
+    only grow with the input (representative matrices) take a smaller one: each reallocation then copies
+    more often (still amortised O(1): 1/growth copies per token), but the capacity held beyond what is used
+    stays within ``growth`` of it, so host memory grows with the tokens stored, not in large steps.
+
+    ``max_live`` (sliding windows) is the most tokens the owner ever holds right after an append. Growth
+    stops at 4/3 of it, the capacity where compaction alone always makes room: without it a window whose
+    live size creeps up by a few tokens (segmentation leaves a variable remainder) takes another x1.5 step
+    late in a long input, which reads as host memory growing with the input when it does not.
     """
 
     def __init__(self, channels: int, tail_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-                 capacity: int = 256) -> None:
+                 capacity: int = 256, growth: float = 0.5, max_live: int | None = None) -> None:
+        if not growth > 0:
+            raise ValueError(f"TokenBuffer growth must be > 0 (a fraction of capacity added), got {growth}")
+        self.growth = growth
+        self._steady = None if max_live is None else -(-4 * max_live // 3)
+        if self._steady is not None:
+            capacity = min(capacity, self._steady)
         self._data = torch.empty(channels, capacity, *tail_shape, dtype=dtype, device=device)
         self.begin = 0
         self.end = 0
@@ -50,9 +66,12 @@ class TokenBuffer:
         return not (self.begin > 0 and 4 * (len(self) + n) <= 3 * self._data.shape[1])
 
     def _grown(self) -> int:
-        """Capacity after a reallocation: x1.5 (amortised O(1) like doubling, with a third less slack on
-        the large, long-lived buffers: KV archives, windows and representative matrices)."""
-        return self._data.shape[1] + max(self._data.shape[1] // 2, 1)
+        """Capacity after a reallocation: ``x(1 + growth)`` (amortised O(1) like doubling, with less slack)."""
+        capacity = self._data.shape[1]
+        grown = capacity + max(int(capacity * self.growth), 1)
+        if self._steady is not None and capacity < self._steady:
+            grown = min(grown, self._steady)
+        return grown
 
     def nbytes_after_append(self, n: int) -> int:
         """Bytes allocated after appending ``n`` tokens, so callers can move a buffer before it outgrows a budget."""

@@ -172,9 +172,12 @@ class EpisodicMemory:
             use_memory = not sliding and cfg.uses_memory
             if not sliding:
                 memory_layers.append(i)
+            # Right after a chunk is appended the tail holds the window, at most one unfinished event
+            # (segmentation keeps < max_block_size tokens waiting for their boundary) and the chunk.
+            waiting = cfg.max_block_size if use_memory else 0
             layers.append(LayerMemory(spec.num_heads, spec.num_kv_heads, spec.head_dim, window,
                                       0 if sliding else cfg.n_init, use_memory, param.dtype, param.device,
-                                      store_config))
+                                      store_config, max_tail=window + waiting + cfg.chunk_size))
         return SequenceMemory(config=cfg, layers=layers, memory_layers=memory_layers, hidden_size=spec.hidden_size,
                               dtype=param.dtype, device=param.device)
 

@@ -33,7 +33,8 @@ class LayerMemory:
 
     ``window`` is the local window (n_local, or the model's own sliding window for sliding layers);
     ``use_memory`` False (sliding layers, or streaming with n_mem == 0) means evicted tokens are dropped
-    instead of stored as events.
+    instead of stored as events. ``max_tail`` bounds the tail (window + tokens awaiting segmentation + one
+    chunk) so its buffers stop growing at a fixed size.
 
     Representative keys need the attention mass each key receives from the queries whose window it is
     in (as the reference's ``repr_score``). The window attention of memory layers returns it in the same
@@ -43,17 +44,17 @@ class LayerMemory:
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, window: int, n_init: int,
                  use_memory: bool, dtype: torch.dtype, device: torch.device,
-                 store_config: StoreConfig | None = None) -> None:
+                 store_config: StoreConfig | None = None, max_tail: int | None = None) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window, self.n_init, self.use_memory = window, n_init, use_memory
-        self.tail_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device)
-        self.tail_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device)
+        self.tail_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, max_live=max_tail)
+        self.tail_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, max_live=max_tail)
         self.tail_start = 0
         self.init_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.init_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.store = (EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device, store_config)
                       if use_memory else None)
-        self.tail_mass = TokenBuffer(num_heads, (), torch.float32, device) if use_memory else None
+        self.tail_mass = TokenBuffer(num_heads, (), torch.float32, device, max_live=max_tail) if use_memory else None
         self.contiguity: list[int] = []
         self.last_retrieved: list[int] = []
         # (sinks, first tail position attended, chunk end, event ids) of the last forward: see attended_spans
