@@ -87,6 +87,10 @@ STEPS: dict[str, list[str]] = {
                           "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-32k-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "32k", "-m", "em-llm,infllm,streaming",
                        "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-16k-full": ["-t", "niah_single_1,niah_multikey_1,vt", "--lengths", "16k", "-m", "full",
+                      "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-64k-niah": ["-t", "niah_single_1", "--lengths", "64k", "-m", "em-llm",
+                      "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-64k-methods": ["-t", "passkey,niah_single_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
                          "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
