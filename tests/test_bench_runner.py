@@ -237,3 +237,28 @@ def test_report_cells_show_failures_and_answer_attention():
     assert _cell(None) == "-"
     assert _cell({"score": 50.0, "n": 2}) == "50.0 (2)"
     assert _cell({"score": 0.0, "n": 1, "n_failed": 1, "answer_attended": 96.67}) == "0.0 (1) [1 failed] [att 97]"
+
+
+def test_head_to_head_pairs_items_answered_by_both_methods(tmp_path):
+    """Wins / ties / losses count only prompts both methods answered, rescored from the predictions."""
+    from memalign.bench.report import collect_items, head_to_head, markdown_head_to_head
+
+    def write(method: str, length: int, predictions: dict[str, str]) -> None:
+        folder = tmp_path / f"passkey__{length}__m__{method}"
+        folder.mkdir()
+        config = {"task": "passkey", "length": length, "method": method, "model": "m", "seed": 0}
+        (folder / "metrics.json").write_text(json.dumps({"score": 0.0, "n": len(predictions), "config": config}))
+        rows = [{"id": i, "metric": "first_int_match", "answer": ["123"], "prediction": p} for i, p in predictions.items()]
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("em-llm", 4096, {"a": "123", "b": "123", "c": "9", "only-em": "123"})
+    write("infllm", 4096, {"a": "123", "b": "7", "c": "123"})
+    write("em-llm", 16384, {"d": "123"})
+    write("infllm", 16384, {"d": "5"})
+    (row,) = head_to_head(collect_items([tmp_path]))
+    assert (row["a"], row["b"], row["n"]) == ("em-llm", "infllm", 4)
+    assert (row["wins"], row["ties"], row["losses"]) == (2, 1, 1)
+    assert row["score_a"] == 75.0 and row["score_b"] == 50.0
+    (long,) = head_to_head(collect_items([tmp_path], min_length=8192))
+    assert (long["n"], long["wins"], long["ties"], long["losses"]) == (1, 1, 0, 0)
+    assert "| m | em-llm | infllm | 1 | 100.0 | 0.0 | 1 / 0 / 0 |" in markdown_head_to_head([long], 8192)

@@ -1,7 +1,12 @@
-"""Reading result directories back: a score table (rich / Markdown) and PNG plots.
+"""Reading result directories back: a score table (rich / Markdown), a head-to-head and PNG plots.
 
 Rows are methods (with their budget), columns are lengths, one table per model and task; every
 directory with a ``metrics.json`` counts, whoever wrote it (the runner or the kvpress peer script).
+
+Cells with one to five samples cannot rank close methods, and cells of different methods often hold
+different numbers of samples. The head-to-head pairs *items* instead: the same prompt (task, length,
+seed, sample) answered by two methods, counted over every cell both have -- wins, ties and losses of
+one method against the other, which is what "EM-LLM >= InfLLM >= streaming" claims.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from memalign.bench.runner import METRICS_FILE, model_slug
+from memalign.bench.records import iter_jsonl
+from memalign.bench.runner import METRICS_FILE, PREDICTIONS_FILE, model_slug, rescore
 from memalign.progress import console
 
 Result = tuple[str, dict[str, Any]]
@@ -28,6 +34,77 @@ def collect(directories: list[Path]) -> list[Result]:
         for path in paths:
             found[path.parent.name] = json.loads(path.read_text())
     return sorted(found.items())
+
+
+Items = dict[tuple[str, str], dict[str, float]]
+
+
+def collect_items(directories: list[Path], min_length: int = 0) -> Items:
+    """Per (model, method label): the score (0-1) of every item, keyed by task/length/seed/id.
+
+    Only cells of at least ``min_length`` tokens count (e.g. past a model's native context)."""
+    items: Items = defaultdict(dict)
+    for root in directories:
+        paths = [root / METRICS_FILE] if (root / METRICS_FILE).is_file() else sorted(root.rglob(METRICS_FILE))
+        for path in paths:
+            cfg = json.loads(path.read_text()).get("config") or {}
+            length = int(cfg.get("length", 0))
+            predictions = path.parent / PREDICTIONS_FILE
+            if length < min_length or not predictions.is_file():
+                continue
+            key = (model_slug(str(cfg.get("model", "?"))), method_label(cfg))
+            prefix = f"{cfg.get('task', '?')}/{length}/{cfg.get('seed', 0)}/"
+            for row in iter_jsonl(predictions):  # rescored as in metrics.json (kvpress rows carry no score)
+                if row.get("id") is not None:
+                    items[key][prefix + str(row["id"])] = rescore(row)
+    return dict(items)
+
+
+def head_to_head(items: Items) -> list[dict[str, Any]]:
+    """Every pair of methods of a model that answered at least one common item: n paired items, each
+    method's mean score (x100) over them, and wins / ties / losses of ``a`` against ``b``."""
+    rows = []
+    by_model: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (model, label), scores in items.items():
+        by_model[model][label] = scores
+    for model, methods in sorted(by_model.items()):
+        labels = sorted(methods)
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                shared = sorted(methods[a].keys() & methods[b].keys())
+                if not shared:
+                    continue
+                pairs = [(methods[a][k], methods[b][k]) for k in shared]
+                rows.append({"model": model, "a": a, "b": b, "n": len(pairs),
+                             "score_a": 100 * sum(x for x, _ in pairs) / len(pairs),
+                             "score_b": 100 * sum(y for _, y in pairs) / len(pairs),
+                             "wins": sum(x > y for x, y in pairs), "ties": sum(x == y for x, y in pairs),
+                             "losses": sum(x < y for x, y in pairs)})
+    return rows
+
+
+H2H_NOTE = "same prompts answered by both methods; wins / ties / losses of A against B"
+
+
+def print_head_to_head(rows: list[dict[str, Any]], min_length: int = 0) -> None:
+    where = f", cells >= {_length_label(min_length)}" if min_length else ""
+    table = Table(title=escape(f"head to head ({H2H_NOTE}{where})"))
+    for column in ("model", "A", "B", "items", "A score", "B score", "A wins / ties / B wins"):
+        table.add_column(column, justify="right" if "score" in column or column == "items" else "left")
+    for r in rows:
+        table.add_row(r["model"], escape(r["a"]), escape(r["b"]), str(r["n"]), f"{r['score_a']:.1f}",
+                      f"{r['score_b']:.1f}", f"{r['wins']} / {r['ties']} / {r['losses']}")
+    console.print(table)
+
+
+def markdown_head_to_head(rows: list[dict[str, Any]], min_length: int = 0) -> str:
+    where = f", cells >= {_length_label(min_length)}" if min_length else ""
+    lines = [f"**Head to head** ({H2H_NOTE}{where})", "",
+             "| model | A | B | items | A score | B score | A wins / ties / B wins |",
+             "|---|---|---|---:|---:|---:|---|"]
+    lines += [f"| {r['model']} | {r['a']} | {r['b']} | {r['n']} | {r['score_a']:.1f} | {r['score_b']:.1f} | "
+              f"{r['wins']} / {r['ties']} / {r['losses']} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def method_label(config: dict[str, Any]) -> str:

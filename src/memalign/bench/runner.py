@@ -134,13 +134,19 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
     return row
 
 
+def rescore(row: dict[str, Any]) -> float:
+    """The score of one stored prediction under the current metrics (a failed item scores 0)."""
+    if row.get("error"):
+        return 0.0
+    return score_prediction(row["metric"], row["prediction"], row["answer"], row.get("meta"))
+
+
 def summarize(directory: Path) -> dict[str, Any]:
     """Rescore every prediction (so a metric fix applies to old runs) and aggregate."""
     rows = list(iter_jsonl(directory / PREDICTIONS_FILE))
     scores, by_depth = [], defaultdict(list)
     for row in rows:
-        score = 0.0 if row.get("error") else score_prediction(row["metric"], row["prediction"], row["answer"],
-                                                              row.get("meta"))
+        score = rescore(row)
         scores.append(score)
         depth = (row.get("meta") or {}).get("depth")
         if depth is not None:

@@ -149,19 +149,37 @@ def report_cmd(
     directories: list[Path] = typer.Argument(..., help="results folders (searched recursively for metrics.json)"),
     plots: Path | None = typer.Option(None, help="where to write PNG plots (default: <first folder>/plots)"),
     markdown: Path | None = typer.Option(None, help="also write the table as Markdown to this file"),
+    compare_from: str = typer.Option("0", help="head-to-head over cells of at least this length only (e.g. 16k)"),
 ) -> None:
-    """Print a score table (method x length per model and task) and write plots."""
-    from memalign.bench.report import collect, markdown_table, print_table, write_plots
+    """Print a score table (method x length per model and task), a head-to-head of methods over the
+    prompts both answered, and write plots."""
+    from memalign.bench.report import (
+        collect,
+        collect_items,
+        head_to_head,
+        markdown_head_to_head,
+        markdown_table,
+        print_head_to_head,
+        print_table,
+        write_plots,
+    )
 
     results = collect(directories)
     if not results:
         raise ConfigError(f"no metrics.json under {', '.join(map(str, directories))}")
+    min_length = 0 if compare_from.strip() in ("", "0") else parse_lengths(compare_from)[0]
     print_table(results)
+    pairs = head_to_head(collect_items(directories, min_length))
+    if pairs:
+        print_head_to_head(pairs, min_length)
     written = write_plots(results, plots or directories[0] / "plots")
     for path in written:
         console.print(f"plot: {path}")
     if markdown:
-        markdown.write_text(markdown_table(results))
+        text = markdown_table(results)
+        if pairs:
+            text += "\n" + markdown_head_to_head(pairs, min_length)
+        markdown.write_text(text)
         console.print(f"table: {markdown}")
 
 
