@@ -248,7 +248,8 @@ def test_head_to_head_pairs_items_answered_by_both_methods(tmp_path):
         folder.mkdir()
         config = {"task": "passkey", "length": length, "method": method, "model": "m", "seed": 0}
         (folder / "metrics.json").write_text(json.dumps({"score": 0.0, "n": len(predictions), "config": config}))
-        rows = [{"id": i, "metric": "first_int_match", "answer": ["123"], "prediction": p} for i, p in predictions.items()]
+        rows = [{"id": i, "metric": "first_int_match", "answer": ["123"], "prediction": p}
+                for i, p in predictions.items()]
         (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     write("em-llm", 4096, {"a": "123", "b": "123", "c": "9", "only-em": "123"})
