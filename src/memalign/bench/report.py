@@ -28,12 +28,16 @@ Result = tuple[str, dict[str, Any]]
 
 def collect(directories: list[Path]) -> list[Result]:
     """``(directory name, metrics)`` for every metrics.json below the given folders, sorted by name."""
-    found: dict[str, dict[str, Any]] = {}
-    for root in directories:
-        paths = [root / METRICS_FILE] if (root / METRICS_FILE).is_file() else sorted(root.rglob(METRICS_FILE))
-        for path in paths:
-            found[path.parent.name] = json.loads(path.read_text())
+    found = {path.parent.name: json.loads(path.read_text()) for path in _metrics_paths(directories)}
     return sorted(found.items())
+
+
+def _metrics_paths(directories: list[Path]) -> list[Path]:
+    """Every metrics.json: the folder's own, else all below it."""
+    paths: list[Path] = []
+    for root in directories:
+        paths += [root / METRICS_FILE] if (root / METRICS_FILE).is_file() else sorted(root.rglob(METRICS_FILE))
+    return paths
 
 
 Items = dict[tuple[str, str], dict[str, float]]
@@ -44,19 +48,17 @@ def collect_items(directories: list[Path], min_length: int = 0) -> Items:
 
     Only cells of at least ``min_length`` tokens count (e.g. past a model's native context)."""
     items: Items = defaultdict(dict)
-    for root in directories:
-        paths = [root / METRICS_FILE] if (root / METRICS_FILE).is_file() else sorted(root.rglob(METRICS_FILE))
-        for path in paths:
-            cfg = json.loads(path.read_text()).get("config") or {}
-            length = int(cfg.get("length", 0))
-            predictions = path.parent / PREDICTIONS_FILE
-            if length < min_length or not predictions.is_file():
-                continue
-            key = (model_slug(str(cfg.get("model", "?"))), method_label(cfg))
-            prefix = f"{cfg.get('task', '?')}/{length}/{cfg.get('seed', 0)}/"
-            for row in iter_jsonl(predictions):  # rescored as in metrics.json (kvpress rows carry no score)
-                if row.get("id") is not None:
-                    items[key][prefix + str(row["id"])] = rescore(row)
+    for path in _metrics_paths(directories):
+        cfg = json.loads(path.read_text()).get("config") or {}
+        length = int(cfg.get("length", 0))
+        predictions = path.parent / PREDICTIONS_FILE
+        if length < min_length or not predictions.is_file():
+            continue
+        key = (model_slug(str(cfg.get("model", "?"))), method_label(cfg))
+        prefix = f"{cfg.get('task', '?')}/{length}/{cfg.get('seed', 0)}/"
+        for row in iter_jsonl(predictions):  # rescored as in metrics.json (kvpress rows carry no score)
+            if row.get("id") is not None:
+                items[key][prefix + str(row["id"])] = rescore(row)
     return dict(items)
 
 
