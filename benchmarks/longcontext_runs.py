@@ -93,6 +93,18 @@ STEPS: dict[str, list[str]] = {
                       "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-64k-methods": ["-t", "passkey,niah_single_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
                          "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-64k-baselines": ["-t", "passkey,niah_single_1", "--lengths", "64k", "-m", "infllm,streaming",
+                           "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-64k-multikey": ["-t", "niah_multikey_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
+                          "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-64k-vt": ["-t", "vt", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
+                    "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-64k-full": ["-t", "passkey", "--lengths", "64k", "-m", "full",
+                      "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "qwen-32k-full-ruler": ["-t", "niah_single_1,niah_multikey_1,vt", "--lengths", "32k", "-m", "full",
+                            "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
+    "smollm2-32k-full-ruler": ["-t", "niah_multikey_1,vt", "--lengths", "32k", "-m", "full",
+                               "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
 

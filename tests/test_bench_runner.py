@@ -262,4 +262,14 @@ def test_head_to_head_pairs_items_answered_by_both_methods(tmp_path):
     assert row["score_a"] == 75.0 and row["score_b"] == 50.0
     (long,) = head_to_head(collect_items([tmp_path], min_length=8192))
     assert (long["n"], long["wins"], long["ties"], long["losses"]) == (1, 1, 0, 0)
-    assert "| m | em-llm | infllm | 1 | 100.0 | 0.0 | 1 / 0 / 0 |" in markdown_head_to_head([long], 8192)
+    assert "| m | em-llm | infllm | 1 | 100.0 | 0.0 | 1 / 0 / 0 | 1 |" in markdown_head_to_head([long], 8192)
+
+
+def test_sign_test_matches_hand_computed_binomial_tails():
+    """Two-sided exact sign test: 10 wins / 1 loss -> 2 * (1 + 11) / 2**11; an even split or no strict
+    difference proves nothing (p = 1)."""
+    from memalign.bench.report import sign_test_p
+
+    assert sign_test_p(10, 1) == pytest.approx(2 * 12 / 2**11)
+    assert sign_test_p(0, 6) == pytest.approx(2 / 2**6)
+    assert sign_test_p(3, 3) == 1.0 and sign_test_p(0, 0) == 1.0

@@ -6,7 +6,9 @@ directory with a ``metrics.json`` counts, whoever wrote it (the runner or the kv
 Cells with one to five samples cannot rank close methods, and cells of different methods often hold
 different numbers of samples. The head-to-head pairs *items* instead: the same prompt (task, length,
 seed, sample) answered by two methods, counted over every cell both have -- wins, ties and losses of
-one method against the other, which is what "EM-LLM >= InfLLM >= streaming" claims.
+one method against the other, which is what "EM-LLM >= InfLLM >= streaming" claims -- with the two-sided
+exact sign test over the strict differences (ties dropped), so a reader can see how little a handful
+of wins proves.
 """
 
 from __future__ import annotations
@@ -62,9 +64,20 @@ def collect_items(directories: list[Path], min_length: int = 0) -> Items:
     return dict(items)
 
 
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: how likely at least this lopsided a split of the strict differences
+    is if neither method were better (1.0 when there are none). Ties carry no sign and are dropped."""
+    if wins + losses == 0:
+        return 1.0
+    from scipy.stats import binomtest  # scipy comes with scikit-learn; imported here, it is slow to load
+
+    return float(binomtest(wins, wins + losses, 0.5).pvalue)
+
+
 def head_to_head(items: Items) -> list[dict[str, Any]]:
     """Every pair of methods of a model that answered at least one common item: n paired items, each
-    method's mean score (x100) over them, and wins / ties / losses of ``a`` against ``b``."""
+    method's mean score (x100) over them, wins / ties / losses of ``a`` against ``b`` and the sign test's
+    p-value over wins and losses."""
     rows = []
     by_model: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for (model, label), scores in items.items():
@@ -77,35 +90,38 @@ def head_to_head(items: Items) -> list[dict[str, Any]]:
                 if not shared:
                     continue
                 pairs = [(methods[a][k], methods[b][k]) for k in shared]
+                wins, losses = sum(x > y for x, y in pairs), sum(x < y for x, y in pairs)
                 rows.append({"model": model, "a": a, "b": b, "n": len(pairs),
                              "score_a": 100 * sum(x for x, _ in pairs) / len(pairs),
                              "score_b": 100 * sum(y for _, y in pairs) / len(pairs),
-                             "wins": sum(x > y for x, y in pairs), "ties": sum(x == y for x, y in pairs),
-                             "losses": sum(x < y for x, y in pairs)})
+                             "wins": wins, "ties": len(pairs) - wins - losses, "losses": losses,
+                             "p_sign": sign_test_p(wins, losses)})
     return rows
 
 
-H2H_NOTE = "same prompts answered by both methods; wins / ties / losses of A against B"
+H2H_NOTE = ("same prompts answered by both methods; wins / ties / losses of A against B; sign p: two-sided "
+            "exact sign test over wins and losses")
 
 
 def print_head_to_head(rows: list[dict[str, Any]], min_length: int = 0) -> None:
     where = f", cells >= {_length_label(min_length)}" if min_length else ""
     table = Table(title=escape(f"head to head ({H2H_NOTE}{where})"))
-    for column in ("model", "A", "B", "items", "A score", "B score", "A wins / ties / B wins"):
-        table.add_column(column, justify="right" if "score" in column or column == "items" else "left")
+    for column in ("model", "A", "B", "items", "A score", "B score", "A wins / ties / B wins", "sign p"):
+        numeric = "score" in column or column in ("items", "sign p")
+        table.add_column(column, justify="right" if numeric else "left")
     for r in rows:
         table.add_row(r["model"], escape(r["a"]), escape(r["b"]), str(r["n"]), f"{r['score_a']:.1f}",
-                      f"{r['score_b']:.1f}", f"{r['wins']} / {r['ties']} / {r['losses']}")
+                      f"{r['score_b']:.1f}", f"{r['wins']} / {r['ties']} / {r['losses']}", f"{r['p_sign']:.2g}")
     console.print(table)
 
 
 def markdown_head_to_head(rows: list[dict[str, Any]], min_length: int = 0) -> str:
     where = f", cells >= {_length_label(min_length)}" if min_length else ""
     lines = [f"**Head to head** ({H2H_NOTE}{where})", "",
-             "| model | A | B | items | A score | B score | A wins / ties / B wins |",
-             "|---|---|---|---:|---:|---:|---|"]
+             "| model | A | B | items | A score | B score | A wins / ties / B wins | sign p |",
+             "|---|---|---|---:|---:|---:|---|---:|"]
     lines += [f"| {r['model']} | {r['a']} | {r['b']} | {r['n']} | {r['score_a']:.1f} | {r['score_b']:.1f} | "
-              f"{r['wins']} / {r['ties']} / {r['losses']} |" for r in rows]
+              f"{r['wins']} / {r['ties']} / {r['losses']} | {r['p_sign']:.2g} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
