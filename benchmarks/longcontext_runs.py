@@ -93,8 +93,6 @@ STEPS: dict[str, list[str]] = {
                       "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-64k-methods": ["-t", "passkey,niah_single_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
                          "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
-    "qwen-64k-baselines": ["-t", "passkey,niah_single_1", "--lengths", "64k", "-m", "infllm,streaming",
-                           "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-64k-multikey": ["-t", "niah_multikey_1", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
                           "--model", "qwen2.5-coder-0.5b-instruct", "--samples", "1", "--threads", "1", *BUDGET],
     "qwen-64k-vt": ["-t", "vt", "--lengths", "64k", "-m", "em-llm,infllm,streaming",
