@@ -56,7 +56,10 @@ def test_full_attention_stops_at_stop_token(tiny):
 
 def test_budget_and_method_configs():
     budget = Budget(n_init=16, n_local=256, n_mem=128, chunk_size=64)
-    assert budget.total == 400 and budget.tag() == "i16-l256-m128-c64"
+    assert budget.total == 400 and budget.tag() == "i16-l256-m128-c64-lt"
+    # The chunked-last-token driver keeps the folder name it always had; the default gets its own.
+    joint = Budget(n_init=16, n_local=256, n_mem=128, chunk_size=64, last_token_alone=False)
+    assert joint.tag() == "i16-l256-m128-c64" and make_method("em-llm", joint).em_config().last_token_alone is False
     streaming = make_method("streaming", budget)
     assert isinstance(streaming, MemoryMethod)
     assert streaming.em_fields()["n_mem"] == 0 and streaming.em_fields()["n_local"] == 384  # equal total budget
@@ -69,7 +72,7 @@ def test_budget_and_method_configs():
     with pytest.raises(ConfigError, match="chunk_size"):
         Budget(n_local=100, chunk_size=512)
     near = Budget(n_init=16, n_local=256, n_mem=128, chunk_size=64, memory_distance=32)
-    assert near.tag() == "i16-l256-m128-c64-d32"  # its own result folder
+    assert near.tag() == "i16-l256-m128-c64-d32-lt"  # its own result folder
     assert make_method("em-llm", near).em_config().memory_distance == 32
     assert make_method("em-llm", budget).em_config().memory_distance == 255  # EM-LLM's n_local - 1
     with pytest.raises(ConfigError, match="memory_distance"):
@@ -126,7 +129,7 @@ def test_run_records_writes_resumes_and_reports(tiny, tmp_path):
 
 def test_run_config_names_and_validation():
     mem = RunConfig("vt", 8192, "em-llm", "/models/Qwen3-8B", budget=Budget(n_local=2048, n_mem=1024))
-    assert mem.name() == "vt__8192__Qwen3-8B__em-llm__i128-l2048-m1024-c512__seed0"
+    assert mem.name() == "vt__8192__Qwen3-8B__em-llm__i128-l2048-m1024-c512-lt__seed0"
     with pytest.raises(ConfigError):
         RunConfig("passkey", 0, "full", "m")
     with pytest.raises(ConfigError):
@@ -208,10 +211,13 @@ def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch
     screen = io.StringIO()
     monkeypatch.setattr(report, "console", Console(file=screen, width=250))
 
-    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024}
+    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
     config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
     near = {**config, "method_config": {"budget": {**budget, "memory_distance": 512}}}
     assert method_label(config) == "em-llm (3200)" and method_label(near) == "em-llm (3200, distance 512)"
+    # Results written before the driver fed the last prompt token alone carry no flag: labelled apart.
+    older = {**config, "method_config": {"budget": {k: v for k, v in budget.items() if k != "last_token_alone"}}}
+    assert method_label(older) == "em-llm (3200, last token in chunk)"
     print_table([("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
                  ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near})])
     out = screen.getvalue()
@@ -221,7 +227,7 @@ def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch
 def test_plots_keep_methods_that_differ_only_in_memory_distance(tmp_path):
     from memalign.bench.report import write_plots
 
-    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024}
+    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
     config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
     near = {**config, "method_config": {"budget": {**budget, "memory_distance": 512}}}
     depths = {"0.000": 100.0, "0.500": 0.0}

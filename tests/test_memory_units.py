@@ -395,3 +395,41 @@ def test_window_buffers_stop_growing_at_their_bound():
         mem.prefill(ids, cache=cache, progress=record)
     assert max(max(c) for c in capacities) <= bound
     assert capacities[len(capacities) // 4] == capacities[-1], "no reallocation past the first quarter"
+
+
+@pytest.mark.parametrize(("total", "alone", "expected"), [
+    (1300, True, [0, 275, 787, 1299, 1300]),   # end-aligned body, then the last token alone
+    (1300, False, [0, 276, 788, 1300]),
+    (513, True, [0, 512, 513]),
+    (2, True, [0, 1, 2]),
+    (1, True, [0, 1]),                          # a one-token prompt is a single step either way
+])
+def test_prefill_bounds(total, alone, expected):
+    from memalign.memory.episodic import prefill_bounds
+
+    assert prefill_bounds(total, 512, alone) == expected
+
+
+def test_last_prompt_token_is_its_own_retrieval_step():
+    """As the reference driver: the logits that pick the first answer token are those of a one-token step
+    (its own retrieval) after the rest of the prompt, not of the last chunk's joint retrieval."""
+    from memalign.memory import EpisodicMemory
+    from memalign.testing import tiny_model
+
+    model = tiny_model("qwen3")
+    ids = torch.randint(3, 500, (1, 300), generator=torch.Generator().manual_seed(1))
+    base = EMConfig(n_init=4, n_local=32, n_mem=32, chunk_size=16, min_block_size=2, max_block_size=8)
+    with torch.inference_mode():
+        with EpisodicMemory(model, base) as mem:
+            sizes: list[int] = []
+            _, alone = mem.prefill(ids, progress=sizes.append)
+        with EpisodicMemory(model, base.replace(last_token_alone=False)) as mem:
+            joint_sizes: list[int] = []
+            _, joint = mem.prefill(ids, progress=joint_sizes.append)
+            # By hand: all but the last token in end-aligned chunks, then the last token as its own call.
+            cache, _ = mem.prefill(ids[:, :-1])
+            _, stepped = mem.prefill(ids[:, -1:], cache=cache)
+    assert sizes[-1] == 1 and sum(sizes) == 300 and max(sizes) == 16
+    assert joint_sizes[-1] == 16 and sum(joint_sizes) == 300
+    torch.testing.assert_close(alone, stepped)
+    assert not torch.allclose(alone, joint, atol=1e-4), "the joint chunk retrieves differently at this length"

@@ -42,6 +42,10 @@ class Budget:
     # Relative position of every memory key (EMConfig.memory_distance); None = n_local - 1, as EM-LLM.
     # Not a budget, but shared by all retrieving methods so they stay comparable.
     memory_distance: int | None = None
+    # EMConfig.last_token_alone: the prompt's last token is its own step (the reference driver), so the
+    # first answer token follows a retrieval for that token's query. Runs before this field existed had
+    # the last token inside its chunk (``False``); the report labels them so.
+    last_token_alone: bool = True
 
     def __post_init__(self) -> None:
         for name in ("n_init", "n_local", "n_mem", "chunk_size"):
@@ -61,7 +65,10 @@ class Budget:
 
     def tag(self) -> str:
         tag = f"i{self.n_init}-l{self.n_local}-m{self.n_mem}-c{self.chunk_size}"
-        return tag if self.memory_distance is None else f"{tag}-d{self.memory_distance}"
+        if self.memory_distance is not None:
+            tag += f"-d{self.memory_distance}"
+        # A distinct name, so a resumed sweep never mixes items of the two drivers in one directory.
+        return f"{tag}-lt" if self.last_token_alone else tag
 
 
 class Method(ABC):
@@ -156,7 +163,8 @@ class MemoryMethod(Method):
         else:
             sizes = {"n_init": b.n_init, "n_local": b.n_local, "n_mem": b.n_mem}
         distance = {} if b.memory_distance is None else {"memory_distance": b.memory_distance}
-        return {**sizes, "chunk_size": b.chunk_size, **distance, **self.fields}
+        return {**sizes, "chunk_size": b.chunk_size, **distance, "last_token_alone": b.last_token_alone,
+                **self.fields}
 
     def em_config(self) -> Any:
         em_config_cls, _ = em_api()

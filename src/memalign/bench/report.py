@@ -133,8 +133,12 @@ def method_label(config: dict[str, Any]) -> str:
     if budget and label != "full":
         total = sum(int(budget.get(k, 0)) for k in ("n_init", "n_local", "n_mem"))
         size = f"{total // 1024}k" if total % 1024 == 0 else str(total)
-        distance = budget.get("memory_distance")
-        label += f" ({size})" if distance is None else f" ({size}, distance {distance})"
+        notes = [size]
+        if budget.get("memory_distance") is not None:
+            notes.append(f"distance {budget['memory_distance']}")
+        if not budget.get("last_token_alone", False):  # absent: written before the field, by the chunked driver
+            notes.append("last token in chunk")
+        label += f" ({', '.join(notes)})"
     return label
 
 
@@ -201,7 +205,8 @@ def _label_slug(label: str) -> str:
     """A file-name form of a method label: ``em-llm (3200, distance 512)`` -> ``em-llm-3200-d512``, so
     labels differing only in budget or memory distance never overwrite each other's plot."""
     name, _, rest = label.partition(" (")
-    extras = [part.strip().replace("distance ", "d") for part in rest.rstrip(")").split(",") if part.strip()]
+    extras = [part.strip().replace("distance ", "d").replace(" ", "-") for part in rest.rstrip(")").split(",")
+              if part.strip()]
     return "-".join([name, *extras])
 
 

@@ -1,7 +1,7 @@
 """Runs tasks x lengths x methods on one model and writes one result directory per combination.
 
 A directory is named after its resolved configuration (kvpress style), e.g.
-``passkey__8192__smollm2-135m-instruct__em-llm__i128-l4096-m2048-c512__seed0`` and holds:
+``passkey__8192__smollm2-135m-instruct__em-llm__i128-l4096-m2048-c512-lt__seed0`` and holds:
 
 * ``config.yaml``: the resolved run configuration (task, length, model, method config, budget, ...);
 * ``predictions.jsonl``: one line per item, appended as soon as it is answered (id, prediction, gold,

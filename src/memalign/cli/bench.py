@@ -85,6 +85,10 @@ def run_cmd(
     memory_distance: int | None = typer.Option(None, help="memory methods: relative position of every memory "
                                                 "key (default n_local - 1, as EM-LLM; small models may "
                                                 "need less)"),
+    last_token_alone: bool = typer.Option(True, "--last-token-alone/--last-token-in-chunk",
+                                          help="memory methods: feed the prompt's last token as its own step "
+                                          "(the reference driver; the first answer token follows a retrieval "
+                                          "for that token's query) or inside the last chunk"),
     prefill_chunk: int = typer.Option(2048, help="full attention: prefill chunk"),
     dtype: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively, else fp32), "
                               "bf16, fp16 or fp32"),
@@ -102,7 +106,7 @@ def run_cmd(
     from memalign.bench.runner import run_sweep
 
     budget = Budget(n_init=n_init, n_local=n_local, n_mem=n_mem, chunk_size=chunk_size,
-                    memory_distance=memory_distance)
+                    memory_distance=memory_distance, last_token_alone=last_token_alone)
     results = run_sweep(_names(task), parse_lengths(lengths), _names(methods), model, out, samples=samples, seed=seed,
                         budget=budget, dtype=dtype, prefill_chunk=prefill_chunk, haystack=haystack,
                         data_dir=data_dir, depths=_depths(depths))

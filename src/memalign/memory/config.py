@@ -33,6 +33,10 @@ class EMConfig:
         n_mem: token budget of retrieved events per chunk of queries (contiguity buffer included;
             tokens that left the window but are not yet in an event count against it too).
         chunk_size: queries per retrieval (the driver's prefill chunk). Must not exceed ``n_local``.
+        last_token_alone: feed a prompt's last token as its own one-token step, as the reference driver
+            does. The first answer token then comes from a retrieval driven by that token's query alone,
+            not by the mean query of a whole chunk that is mostly context (which can miss the one event
+            the question asks about). ``False`` keeps the last token inside its chunk (one forward fewer).
         min_block_size / max_block_size: event size limits; shorter segments merge into the next one,
             longer ones are split; the last open segment waits for its closing boundary.
         repr_topk: representative keys per event and head (most attended while in the window), averaged.
@@ -56,6 +60,7 @@ class EMConfig:
     n_local: int = 4096
     n_mem: int = 2048
     chunk_size: int = 512
+    last_token_alone: bool = True
     min_block_size: int = 8
     max_block_size: int = 128
     repr_topk: int = 4

@@ -34,6 +34,19 @@ ATTN_IMPLEMENTATION = "memalign_em"
 _HANDLE_ATTR = "_memalign_episodic_memory"
 
 
+def prefill_bounds(total: int, chunk_size: int, last_token_alone: bool) -> list[int]:
+    """Chunk boundaries of a prefill of ``total`` tokens: ``[0, b1, ..., total]``.
+
+    Chunks are end-aligned with the input, so left-padded sequences of a batch see the same boundaries
+    relative to their own tokens as when run alone (retrieval is per chunk). With ``last_token_alone``
+    the last token is its own step (the reference driver): the answer's first token is then predicted
+    after a retrieval for that token's query, not for the mean query of a chunk of context.
+    """
+    body = total - 1 if last_token_alone and total > 1 else total
+    bounds = [0, *range(body % chunk_size or chunk_size, body + 1, chunk_size)]
+    return bounds + [total] if body < total else bounds
+
+
 def _em_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                           attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                           **kwargs: Any) -> tuple[torch.Tensor, None]:
@@ -264,10 +277,7 @@ class EpisodicMemory:
         past = cache.get_seq_length()
         full_mask = attention_mask.to(device) if attention_mask is not None else None
         hidden = None
-        # Chunks end-aligned with the input: left-padded sequences of a batch then see the same chunk
-        # boundaries relative to their own tokens as when run alone (retrieval is per chunk).
-        total, size = input_ids.shape[1], self.config.chunk_size
-        bounds = [0, *range(total % size or size, total + 1, size)]
+        bounds = prefill_bounds(input_ids.shape[1], self.config.chunk_size, self.config.last_token_alone)
         for a, b in zip(bounds, bounds[1:], strict=False):
             chunk = input_ids[:, a:b]
             kwargs: dict[str, Any] = {"input_ids": chunk, "past_key_values": cache, "use_cache": True}
