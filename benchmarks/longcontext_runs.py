@@ -1,7 +1,10 @@
 """The long-context sweeps whose numbers are in docs/bench.md, as a list of `memalign bench run` commands.
 
-Run from the repository root: ``python benchmarks/longcontext_runs.py --out DIR [--haystack DIR] [--only NAME]``.
-Each step resumes (finished items are skipped), so the script can be re-run after an interruption.
+Run from the repository root: ``python benchmarks/longcontext_runs.py --out DIR [--haystack DIR] [--only NAME]
+[--prefix grid-]``. The ``grid-*`` steps are the whole published grid with the current driver; the others are
+the sweeps as they were added, stop by stop (run them with ``--last-token-in-chunk`` to reproduce the cells
+measured before the prompt's last token became its own step). Each step resumes (finished items are skipped),
+so the script can be re-run after an interruption.
 Sizes are chosen for 2 CPU cores; raise ``--samples`` and lengths on a bigger machine.
 """
 
@@ -105,17 +108,60 @@ STEPS: dict[str, list[str]] = {
                                "--model", "smollm2-135m-instruct", "--samples", "1", "--threads", "1", *BUDGET],
 }
 
+ALL_TASKS = "passkey,niah_single_1,niah_multikey_1,vt"
+
+
+def _grid_steps() -> dict[str, list[str]]:
+    """The whole published grid with the current driver (the prompt's last token its own step): both
+    models, the four tasks, 4k..64k, memory methods first, then streaming, then full attention (which
+    stops at 32k for SmolLM2 and runs Qwen's 64k on passkey only: one 64k item is the cost of ~10 memory ones).
+    Sample counts are those of the earlier cells, so items pair one to one in the head-to-head."""
+    common = ["--threads", "1", *BUDGET]
+    smol, qwen = ["--model", "smollm2-135m-instruct"], ["--model", "qwen2.5-coder-0.5b-instruct"]
+    steps: dict[str, list[str]] = {}
+    for group, methods in (("memory", "em-llm,infllm"), ("streaming", "streaming"), ("full", "full")):
+        cells = [
+            ("smollm2-8k-niah", "niah_single_1", "8k", smol, "5"),
+            ("smollm2-8k-passkey", "passkey", "8k", smol, "4"),
+            ("smollm2-8k-ruler", "niah_multikey_1,vt", "8k", smol, "2"),
+            ("smollm2-16k-passkey", "passkey", "16k", smol, "2"),
+            ("smollm2-16k-ruler", "niah_single_1,niah_multikey_1,vt", "16k", smol, "1"),
+            ("smollm2-32k", "passkey,niah_single_1" if group == "full" else ALL_TASKS, "32k", smol, "1"),
+            ("smollm2-64k", ALL_TASKS, "64k", smol, "1"),
+            ("smollm2-4k", ALL_TASKS, "4k", smol, "2"),
+            ("qwen-8k-32k", ALL_TASKS, "8k,16k,32k", qwen, "1"),
+            ("qwen-64k", "passkey" if group == "full" else ALL_TASKS, "64k", qwen, "1"),
+            ("qwen-4k", ALL_TASKS, "4k", qwen, "2"),
+        ]
+        for name, tasks, lengths, model, samples in cells:
+            if group == "full" and name == "smollm2-64k":
+                continue  # 8x SmolLM2's positions: measured to collapse from 16k on
+            steps[f"grid-{group}-{name}"] = ["-t", tasks, "--lengths", lengths, "-m", methods, *model,
+                                             "--samples", samples, *common]
+    return steps
+
+
+STEPS.update(_grid_steps())
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--haystack", type=Path, default=SHARED_HAYSTACK)
     parser.add_argument("--only", choices=list(STEPS), action="append")
+    parser.add_argument("--prefix", help="run the steps whose name starts with this, e.g. grid- (the current grid)")
+    parser.add_argument("--last-token-in-chunk", action="store_true",
+                        help="the driver of the cells published before the last prompt token became its own "
+                             "step (their result folders lack the -lt suffix)")
     args = parser.parse_args()
     for name, step in STEPS.items():
         if args.only and name not in args.only:
             continue
+        if args.prefix and not name.startswith(args.prefix):
+            continue
         cmd = ["memalign", "bench", "run", *step, "--out", str(args.out), "--haystack", str(args.haystack)]
+        if args.last_token_in_chunk and "full" not in step[step.index("-m") + 1].split(","):
+            cmd.append("--last-token-in-chunk")
         print(f"== {name}: {shlex.join(cmd)}", flush=True)
         code = subprocess.run(cmd).returncode
         if code:
