@@ -149,6 +149,13 @@ def test_cli_run_report_and_listing(tmp_path):
     assert report.exit_code == 0, report.output
     assert "niah_single_1" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "res" / "plots").is_dir()
+    small = ["--n-init", "16", "--n-local", "128", "--n-mem", "128", "--chunk-size", "64"]
+    chunked = runner.invoke(app, ["bench", "run", "-t", "niah_single_1", "--lengths", "600", "-m", "em-llm",
+                                  "--model", "tiny:qwen2", "--samples", "1", *small, "--last-token-in-chunk",
+                                  "--out", str(tmp_path / "res")])
+    assert chunked.exit_code == 0, chunked.output
+    folder = tmp_path / "res" / "niah_single_1__600__tiny-qwen2__em-llm__i16-l128-m128-c64__seed0"
+    assert json.loads((folder / "metrics.json").read_text())["config"]["budget"]["last_token_alone"] is False
     listing = runner.invoke(app, ["bench", "tasks"])
     assert listing.exit_code == 0 and "niah_multikey_3" in listing.output and "longbench" in listing.output
     assert "em-llm+refine" in runner.invoke(app, ["bench", "methods"]).output
