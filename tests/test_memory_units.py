@@ -433,3 +433,13 @@ def test_last_prompt_token_is_its_own_retrieval_step():
     assert joint_sizes[-1] == 16 and sum(joint_sizes) == 300
     torch.testing.assert_close(alone, stepped)
     assert not torch.allclose(alone, joint, atol=1e-4), "the joint chunk retrieves differently at this length"
+
+
+def test_empty_prompt_is_a_clear_error():
+    from memalign.errors import MemalignError
+    from memalign.memory import EpisodicMemory
+    from memalign.testing import tiny_model
+
+    cfg = EMConfig(n_init=4, n_local=32, n_mem=32, chunk_size=16, min_block_size=2, max_block_size=8)
+    with EpisodicMemory(tiny_model("qwen3"), cfg) as mem, pytest.raises(MemalignError, match="at least one token"):
+        mem.generate(torch.zeros(1, 0, dtype=torch.long))

@@ -274,6 +274,10 @@ class EpisodicMemory:
             if attention_mask is not None:
                 attention_mask = torch.cat([torch.ones_like(cache.unfed), attention_mask.to(device)], dim=1)
             cache.unfed = None
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise MemalignError(f"prefill needs token ids of shape [batch, tokens] with at least one token, got "
+                                f"shape {tuple(input_ids.shape)}; encode a non-empty prompt (a chat template "
+                                "adds its own tokens)")
         past = cache.get_seq_length()
         full_mask = attention_mask.to(device) if attention_mask is not None else None
         hidden = None
