@@ -225,6 +225,8 @@ def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch
     # Results written before the driver fed the last prompt token alone carry no flag: labelled apart.
     older = {**config, "method_config": {"budget": {k: v for k, v in budget.items() if k != "last_token_alone"}}}
     assert method_label(older) == "em-llm (3200, last token in chunk)"
+    peer = {**config, "method": "kvpress-snapkv", "method_config": older["method_config"]}
+    assert method_label(peer) == "kvpress-snapkv (3200)"  # a peer's own driver: no memalign driver note
     print_table([("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
                  ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near})])
     out = screen.getvalue()

@@ -21,6 +21,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from memalign.bench.methods import is_memory_method
 from memalign.bench.records import iter_jsonl
 from memalign.bench.runner import METRICS_FILE, PREDICTIONS_FILE, model_slug, rescore
 from memalign.progress import console
@@ -136,7 +137,9 @@ def method_label(config: dict[str, Any]) -> str:
         notes = [size]
         if budget.get("memory_distance") is not None:
             notes.append(f"distance {budget['memory_distance']}")
-        if not budget.get("last_token_alone", False):  # absent: written before the field, by the chunked driver
+        # Absent on memalign's memory methods: written before the field existed, by the chunked driver.
+        # Peers (kvpress) run their own driver and never carry it.
+        if is_memory_method(label) and not budget.get("last_token_alone", False):
             notes.append("last token in chunk")
         label += f" ({', '.join(notes)})"
     return label
