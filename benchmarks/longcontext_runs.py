@@ -142,6 +142,10 @@ def _grid_steps() -> dict[str, list[str]]:
 
 
 STEPS.update(_grid_steps())
+# The same SmolLM2 items with the earlier driver, so the report pairs the two drivers item by item.
+STEPS.update({f"driver-check-{name.removeprefix('grid-memory-smollm2-')}": [*step, "--last-token-in-chunk"]
+              for name, step in _grid_steps().items()
+              if name.startswith("grid-memory-smollm2-") and name.split("-")[-1] in ("niah", "passkey", "ruler", "4k")})
 
 
 def main() -> None:
@@ -160,7 +164,8 @@ def main() -> None:
         if args.prefix and not name.startswith(args.prefix):
             continue
         cmd = ["memalign", "bench", "run", *step, "--out", str(args.out), "--haystack", str(args.haystack)]
-        if args.last_token_in_chunk and "full" not in step[step.index("-m") + 1].split(","):
+        if args.last_token_in_chunk and "full" not in step[step.index("-m") + 1].split(",") \
+                and "--last-token-in-chunk" not in cmd:
             cmd.append("--last-token-in-chunk")
         print(f"== {name}: {shlex.join(cmd)}", flush=True)
         code = subprocess.run(cmd).returncode
