@@ -267,6 +267,8 @@ class EpisodicMemory:
         cache = cache if cache is not None else self.new_cache()
         decoder = self.spec.decoder(self.model)
         device = next(self.model.parameters()).device
+        if input_ids.ndim != 2:
+            raise MemalignError(f"prefill needs token ids of shape [batch, tokens], got {tuple(input_ids.shape)}")
         input_ids = input_ids.to(device)
         if cache.unfed is not None:
             # The last token generated on this cache was never fed back: it precedes the new input.
@@ -274,9 +276,8 @@ class EpisodicMemory:
             if attention_mask is not None:
                 attention_mask = torch.cat([torch.ones_like(cache.unfed), attention_mask.to(device)], dim=1)
             cache.unfed = None
-        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-            raise MemalignError(f"prefill needs token ids of shape [batch, tokens] with at least one token, got "
-                                f"shape {tuple(input_ids.shape)}; encode a non-empty prompt (a chat template "
+        if input_ids.shape[1] == 0:
+            raise MemalignError("prefill needs at least one token; encode a non-empty prompt (a chat template "
                                 "adds its own tokens)")
         past = cache.get_seq_length()
         full_mask = attention_mask.to(device) if attention_mask is not None else None
