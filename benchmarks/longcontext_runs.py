@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 SHARED_HAYSTACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "haystack" / "paul_graham"
+# The CLI of the interpreter running this script, so no venv needs to be on PATH.
+MEMALIGN = [sys.executable, "-m", "memalign"]
 BUDGET = ["--n-init", "128", "--n-local", "2048", "--n-mem", "1024", "--chunk-size", "512"]
 TASKS = "passkey,niah_single_1,niah_multikey_1,vt"
 
@@ -161,14 +163,14 @@ def main() -> None:
             continue
         if args.prefix and not name.startswith(args.prefix):
             continue
-        cmd = ["memalign", "bench", "run", *step, "--out", str(args.out), "--haystack", str(args.haystack)]
+        cmd = [*MEMALIGN, "bench", "run", *step, "--out", str(args.out), "--haystack", str(args.haystack)]
         if args.last_token_in_chunk and "--last-token-in-chunk" not in cmd:
             cmd.append("--last-token-in-chunk")  # `full` ignores it; steps mix full and memory methods
         print(f"== {name}: {shlex.join(cmd)}", flush=True)
         code = subprocess.run(cmd).returncode
         if code:
             print(f"== {name} failed with exit code {code}", flush=True)
-    subprocess.run(["memalign", "bench", "report", str(args.out), "--markdown", str(args.out / "table.md")])
+    subprocess.run([*MEMALIGN, "bench", "report", str(args.out), "--markdown", str(args.out / "table.md")])
 
 
 if __name__ == "__main__":

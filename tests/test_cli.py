@@ -40,7 +40,8 @@ def _run_cli(*args, env_extra=None):
     import os
 
     env = {**os.environ, "MEMALIGN_PROGRESS": "0", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-c", "from memalign.cli import main; main()", *args],
+    # `python -m memalign` is what benchmarks/ scripts call, so the CLI's subprocess tests go through it.
+    return subprocess.run([sys.executable, "-m", "memalign", *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

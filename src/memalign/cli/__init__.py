@@ -24,7 +24,7 @@ from memalign.cli import bench, chat, models_cmd, persona, persona_eval  # noqa:
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, never a traceback."""
     try:
-        app()
+        app(prog_name="memalign")  # same name under `python -m memalign`
     except MemalignError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
