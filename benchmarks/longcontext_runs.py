@@ -128,7 +128,7 @@ def _grid_steps() -> dict[str, list[str]]:
             ("smollm2-8k-ruler", "niah_multikey_1,vt", "8k", smol, "2"),
             ("smollm2-16k-passkey", "passkey", "16k", smol, "2"),
             ("smollm2-16k-ruler", "niah_single_1,niah_multikey_1,vt", "16k", smol, "1"),
-            ("smollm2-32k", "passkey,niah_single_1" if group == "full" else ALL_TASKS, "32k", smol, "1"),
+            ("smollm2-32k", ALL_TASKS, "32k", smol, "1"),
             ("smollm2-64k", ALL_TASKS, "64k", smol, "1"),
             ("smollm2-4k", ALL_TASKS, "4k", smol, "2"),
             ("qwen-8k-32k", ALL_TASKS, "8k,16k,32k", qwen, "1"),
