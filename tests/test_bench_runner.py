@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -156,6 +157,14 @@ def test_cli_run_report_and_listing(tmp_path):
     assert chunked.exit_code == 0, chunked.output
     folder = tmp_path / "res" / "niah_single_1__600__tiny-qwen2__em-llm__i16-l128-m128-c64__seed0"
     assert json.loads((folder / "metrics.json").read_text())["config"]["budget"]["last_token_alone"] is False
+    # The summary grid: `em-llm` alone names the default driver's runs, so the chunked run stays out.
+    summary = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--summary", "full,em-llm",
+                                  "--markdown", str(tmp_path / "s.md")])
+    assert summary.exit_code == 0, summary.output
+    assert "| niah_single_1 | full |" in (tmp_path / "s.md").read_text()
+    assert "| niah_single_1 | em-llm |" not in (tmp_path / "s.md").read_text()
+    missing = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--summary", "infllm"])
+    assert missing.exit_code != 0 and "no results of those methods" in str(missing.exception)
     listing = runner.invoke(app, ["bench", "tasks"])
     assert listing.exit_code == 0 and "niah_multikey_3" in listing.output and "longbench" in listing.output
     assert "em-llm+refine" in runner.invoke(app, ["bench", "methods"]).output
@@ -288,3 +297,29 @@ def test_sign_test_matches_hand_computed_binomial_tails():
     assert sign_test_p(10, 1) == pytest.approx(2 * 12 / 2**11)
     assert sign_test_p(0, 6) == pytest.approx(2 / 2**6)
     assert sign_test_p(3, 3) == 1.0 and sign_test_p(0, 0) == 1.0
+
+
+def test_summary_grid_picks_default_runs_by_name_and_exact_labels():
+    """A method name in the summary stands for its default-setting runs (any budget size); runs with a
+    memory distance or the earlier driver only appear when named in full, so no row mixes configurations."""
+    from memalign.bench.report import markdown_summary, summary_grid
+
+    budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
+
+    def result(method: str, length: int, score: float, n: int = 1, **extra: Any) -> tuple[str, dict[str, Any]]:
+        config = {"method": method, "task": "passkey", "model": "m", "length": length,
+                  "method_config": {"budget": {**budget, **extra}} if method != "full" else {}}
+        return (f"{method}{length}{extra}", {"score": score, "n": n, "config": config})
+
+    results = [result("em-llm", 4096, 50.0, 2), result("em-llm", 8192, 100.0),
+               result("em-llm", 8192, 0.0, memory_distance=512), result("full", 4096, 100.0, 2)]
+    grid = summary_grid(results, ["full", "em-llm", "infllm"])
+    assert grid == {"m": [("task", "method", ["4k", "8k"]),
+                          ("passkey", "full", ["100 (2)", "-"]),
+                          ("passkey", "em-llm", ["50 (2)", "100 (1)"])]}
+    exact = summary_grid(results, ["em-llm (3200, distance 512)"])
+    assert exact["m"][1] == ("passkey", "em-llm (3200, distance 512)", ["0 (1)"])
+    assert "| passkey | full | 100 (2) | - |" in markdown_summary(grid)
+    two_budgets = [*results, result("em-llm", 4096, 0.0, n_mem=2048)]
+    with pytest.raises(ValueError, match="name one of them in full"):
+        summary_grid(two_budgets, ["em-llm"])

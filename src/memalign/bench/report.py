@@ -200,6 +200,79 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _label_notes(label: str) -> list[str]:
+    _, _, rest = label.partition(" (")
+    return [part.strip() for part in rest.rstrip(")").split(",") if part.strip()]
+
+
+def _matches(label: str, wanted: str) -> bool:
+    """``wanted`` is a full label (``em-llm (3k, distance 512)``) or a method name; a name stands for its
+    runs at the default settings: the budget may differ, any other note (memory distance, the earlier
+    driver) keeps the label out, so one row never mixes two configurations."""
+    if "(" in wanted:
+        return label == wanted
+    name = label.partition(" (")[0]
+    notes = _label_notes(label)
+    return name == wanted and all(note[:-1].isdigit() or note.isdigit() for note in notes)
+
+
+def summary_grid(results: list[Result], methods: list[str]) -> dict[str, list[tuple[str, str, list[str]]]]:
+    """Per model: one row per (task, method) -- tasks in name order, methods in the given order -- with
+    ``score (n)`` at every length any of them has, the compact view of a whole sweep.
+
+    Raises ``ValueError`` when two labels of one model and task match the same entry of ``methods`` (two
+    budgets under one name): pass the full labels instead."""
+    by_model: dict[str, dict[str, dict[str, dict[int, dict[str, Any]]]]] = defaultdict(dict)
+    for (model, task), per_label in _grid(results).items():
+        by_model[model][task] = per_label
+    grid: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for model, tasks in sorted(by_model.items()):
+        chosen: list[tuple[str, str, dict[int, dict[str, Any]]]] = []
+        for task, per_label in sorted(tasks.items()):
+            for wanted in methods:
+                hits = [label for label in per_label if _matches(label, wanted)]
+                if len(hits) > 1:
+                    raise ValueError(f"{model} {task}: {wanted!r} matches {', '.join(sorted(hits))}; "
+                                     "name one of them in full")
+                if hits:
+                    chosen.append((task, wanted, per_label[hits[0]]))
+        if not chosen:
+            continue
+        lengths = sorted({n for *_, per in chosen for n in per})
+        grid[model] = [("task", "method", [_length_label(n) for n in lengths])]
+        for task, wanted, per in chosen:
+            cells = []
+            for n in lengths:
+                metrics = per.get(n)
+                cells.append("-" if metrics is None or metrics.get("score") is None
+                             else f"{metrics['score']:.0f} ({metrics.get('n', 0)})")
+            grid[model].append((task, wanted, cells))
+    return grid
+
+
+def print_summary(grid: dict[str, list[tuple[str, str, list[str]]]]) -> None:
+    for model, (header, *rows) in grid.items():
+        table = Table(title=escape(f"{model} (score x100, samples)"))
+        for column in (header[0], header[1]):
+            table.add_column(column, no_wrap=True)
+        for length in header[2]:
+            table.add_column(length, justify="right")
+        for task, method, cells in rows:
+            table.add_row(task, escape(method), *cells)
+        console.print(table)
+
+
+def markdown_summary(grid: dict[str, list[tuple[str, str, list[str]]]]) -> str:
+    lines: list[str] = []
+    for model, (header, *rows) in grid.items():
+        lines += [f"**{model}** (score x100, samples)", "",
+                  "| task | method | " + " | ".join(header[2]) + " |",
+                  "|---|---|" + "---:|" * len(header[2])]
+        lines += [f"| {task} | {method} | " + " | ".join(cells) + " |" for task, method, cells in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 

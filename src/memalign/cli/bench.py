@@ -154,6 +154,10 @@ def report_cmd(
     plots: Path | None = typer.Option(None, help="where to write PNG plots (default: <first folder>/plots)"),
     markdown: Path | None = typer.Option(None, help="also write the table as Markdown to this file"),
     compare_from: str = typer.Option("0", help="head-to-head over cells of at least this length only (e.g. 16k)"),
+    summary: str = typer.Option("", help="also a compact grid per model (task x method rows, one column per "
+                                "length) of these methods, e.g. em-llm,infllm,streaming,full; a name stands "
+                                "for its default-setting runs, a full label such as 'em-llm (3k, distance 512)' "
+                                "for exactly that row"),
 ) -> None:
     """Print a score table (method x length per model and task), a head-to-head of methods over the
     prompts both answered, and write plots."""
@@ -162,9 +166,12 @@ def report_cmd(
         collect_items,
         head_to_head,
         markdown_head_to_head,
+        markdown_summary,
         markdown_table,
         print_head_to_head,
+        print_summary,
         print_table,
+        summary_grid,
         write_plots,
     )
 
@@ -173,6 +180,15 @@ def report_cmd(
         raise ConfigError(f"no metrics.json under {', '.join(map(str, directories))}")
     min_length = 0 if compare_from.strip() in ("", "0") else parse_lengths(compare_from)[0]
     print_table(results)
+    grid = {}
+    if summary.strip():
+        try:
+            grid = summary_grid(results, [m.strip() for m in summary.split(",") if m.strip()])
+        except ValueError as exc:
+            raise ConfigError(f"--summary: {exc}") from None
+        if not grid:
+            raise ConfigError(f"--summary {summary}: no results of those methods (labels in the tables above)")
+        print_summary(grid)
     pairs = head_to_head(collect_items(directories, min_length))
     if pairs:
         print_head_to_head(pairs, min_length)
@@ -180,7 +196,7 @@ def report_cmd(
     for path in written:
         console.print(f"plot: {path}")
     if markdown:
-        text = markdown_table(results)
+        text = (markdown_summary(grid) + "\n" if grid else "") + markdown_table(results)
         if pairs:
             text += "\n" + markdown_head_to_head(pairs, min_length)
         markdown.write_text(text)
