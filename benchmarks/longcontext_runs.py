@@ -138,6 +138,19 @@ def _grid_steps() -> dict[str, list[str]]:
         for name, tasks, lengths, model, samples in cells:
             steps[f"grid-{group}-{name}"] = ["-t", tasks, "--lengths", lengths, "-m", methods, *model,
                                              "--samples", samples, *common]
+    # EM-LLM's variants where the grid separates methods: SmolLM2's 8k retrieval cells, Qwen's variable
+    # tracking (EM-LLM's wins over InfLLM); and the 512-token memory distance on the 8k needle.
+    variants = "em-llm+refine,em-llm+contiguity,em-llm+refine+contiguity"
+    for name, tasks, lengths, model, samples, methods in (
+            ("variants-smollm2-8k-niah", "niah_single_1", "8k", smol, "5", variants),
+            ("variants-smollm2-8k-passkey", "passkey", "8k", smol, "4", variants),
+            ("variants-qwen-4k-vt", "vt", "4k", qwen, "2", variants),
+            ("variants-qwen-vt", "vt", "8k,16k,32k", qwen, "1", variants),
+            ("distance-smollm2-8k-niah", "niah_single_1", "8k", smol, "5", "em-llm"),
+            ("distance-qwen-8k-niah", "niah_single_1", "8k", qwen, "1", "em-llm")):
+        extra = ["--memory-distance", "512"] if name.startswith("distance") else []
+        steps[f"grid-{name}"] = ["-t", tasks, "--lengths", lengths, "-m", methods, *model, "--samples", samples,
+                                 *extra, *common]
     return steps
 
 
