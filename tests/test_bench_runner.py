@@ -323,3 +323,36 @@ def test_summary_grid_picks_default_runs_by_name_and_exact_labels():
     two_budgets = [*results, result("em-llm", 4096, 0.0, n_mem=2048)]
     with pytest.raises(ValueError, match="name one of them in full"):
         summary_grid(two_budgets, ["em-llm"])
+
+
+def test_a_copied_distractor_is_named_and_its_visibility_measured(tiny):
+    """A wrong multi-key answer that is another needle's value is recorded as ``wrong_value`` with the
+    share of memory layers that had it in view; numbers not in the context (or glued into a longer one)
+    and the gold answer itself are not distractors."""
+    import re
+
+    from memalign.bench.needle import wrong_value
+    from memalign.bench.runner import predict_one
+
+    model, tok = tiny
+    record = get_task("niah_multikey_2").records(TaskContext(tok), 1200, 1, seed=0)[0]  # a haystack of needles
+    gold = record.answer[0]
+    values = set(re.findall(r"(?<![0-9])[0-9]{7}(?![0-9])", record.context)) - {gold}
+    assert values, "the multi-key haystack holds distractor values"
+    distractor = sorted(values)[0]
+    assert wrong_value(f" The number is {distractor}.", record) == distractor
+    assert wrong_value(f" {gold}", record) is None
+    assert wrong_value(" 1234567890123", record) is None and wrong_value(f" {distractor}9", record) is None
+    assert wrong_value(" no digits here", record) is None
+
+    class Copies:  # a method that answers the distractor; one of its two layers saw nothing of the context
+        name = "copies"
+        last_attended = None
+
+        def generate(self, model, input_ids, max_new_tokens, stop_ids):
+            self.last_attended = [[], [(0, input_ids.shape[1])]]
+            return tok.encode(f" {distractor}.", add_special_tokens=False)
+
+    row = predict_one(model, tok, Copies(), record)
+    assert row["score"] == 0.0 and row["wrong_value"] == distractor and row["wrong_value_attended"] == 0.5
+    assert row["answer_attended"] == 0.5

@@ -3,7 +3,9 @@
 A wrong answer from a memory method has two very different causes: retrieval did not bring the needle
 back (the method's fault), or the needle was in view and the model still did not use it (the model's).
 The runner records, for memory methods, the fraction of memory layers whose last prompt token attended
-every gold answer (one verbatim occurrence in the context suffices), which separates the two.
+every gold answer (one verbatim occurrence in the context suffices), which separates the two. When a
+wrong answer is itself a value from the context (a multi-key distractor), the same share for that value
+says whether the model picked the wrong needle among several in view or retrieval brought back only it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ def answer_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record,
     (free-form QA), a tokenizer without offsets (slow tokenizers), or a prompt that was truncated.
     Occurrences must not be glued to letters or digits (``11656`` does not match inside ``116560``).
     """
-    if not record.answer or not tokenizer.is_fast:
+    if not record.answer:
+        return None
+    return text_token_spans(tokenizer, record, prompt, [str(answer) for answer in record.answer])
+
+
+def text_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt,
+                     texts: list[str]) -> list[list[Span]] | None:
+    """Per text, the token ranges of its verbatim occurrences in the record's context (``None`` as in
+    :func:`answer_token_spans`, or when one of the texts does not occur)."""
+    if not tokenizer.is_fast:
         return None
     head, tail, special = render(tokenizer, record)
     encoded = tokenizer(head + tail, add_special_tokens=special, return_offsets_mapping=True)
@@ -38,8 +49,8 @@ def answer_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record,
     token_ends = list(itertools.accumulate((end for _, end in encoded["offset_mapping"]), max))
     token_starts = list(itertools.accumulate((start for start, _ in encoded["offset_mapping"]), max))
     spans: list[list[Span]] = []
-    for answer in record.answer:
-        text = str(answer).strip()
+    for raw in texts:
+        text = raw.strip()
         if not text:
             return None
         pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(text) + r"(?![0-9A-Za-z])")
@@ -53,6 +64,24 @@ def answer_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record,
             return None
         spans.append(found)
     return spans
+
+
+# Needle values of the synthetic tasks: numbers, UUID-like keys -- strings with a digit in them.
+_VALUE = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]*")
+
+
+def wrong_value(prediction: str, record: Record) -> str | None:
+    """The first value-like string of a wrong prediction (a run of letters, digits and dashes with a
+    digit in it, e.g. ``3886814``) that occurs verbatim in the context and is not a gold answer: a
+    distractor the model copied, whose visibility :func:`answer_attended` can then measure."""
+    head = record.context
+    gold = {str(answer).strip() for answer in record.answer}
+    for match in _VALUE.finditer(prediction):
+        value = match.group()
+        if any(ch.isdigit() for ch in value) and value not in gold and re.search(
+                r"(?<![0-9A-Za-z])" + re.escape(value) + r"(?![0-9A-Za-z])", head):
+            return value
+    return None
 
 
 def covered(span: Span, attended: list[Span]) -> bool:

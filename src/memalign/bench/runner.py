@@ -5,7 +5,8 @@ A directory is named after its resolved configuration (kvpress style), e.g.
 
 * ``config.yaml``: the resolved run configuration (task, length, model, method config, budget, ...);
 * ``predictions.jsonl``: one line per item, appended as soon as it is answered (id, prediction, gold,
-  metric, score, prompt length, time; for memory methods ``answer_attended``, see
+  metric, score, prompt length, time; for memory methods ``answer_attended`` and, when a wrong answer
+  is a value copied from the context, ``wrong_value`` / ``wrong_value_attended``, see
   :mod:`memalign.bench.needle`). Items already there are skipped, so an interrupted sweep resumes
   where it stopped and a sweep re-run with more samples only computes the new ones;
 * ``metrics.json``: written from the predictions when the directory is complete (mean score x 100,
@@ -31,7 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.bench.methods import Budget, EngineUnavailableError, Method, em_api, is_memory_method, make_method
 from memalign.bench.metrics import score_prediction
-from memalign.bench.needle import answer_attended, answer_token_spans
+from memalign.bench.needle import answer_attended, answer_token_spans, text_token_spans, wrong_value
 from memalign.bench.prompts import encode, truncate_middle
 from memalign.bench.records import Record, iter_jsonl
 from memalign.bench.tasks.base import TaskContext, get_task
@@ -123,6 +124,10 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
         needles = answer_token_spans(tokenizer, record, prompt) if attended is not None else None
         if needles is not None:
             row["answer_attended"] = answer_attended(needles, attended)
+        copied = wrong_value(row["prediction"], record) if attended is not None and row["score"] < 1 else None
+        distractor = text_token_spans(tokenizer, record, prompt, [copied]) if copied else None
+        if distractor is not None:  # a wrong answer copied from the context: was that value in view?
+            row["wrong_value"], row["wrong_value_attended"] = copied, answer_attended(distractor, attended)
     except EngineUnavailableError:
         raise
     except (torch.OutOfMemoryError, RuntimeError) as exc:  # counted as a failure, never dropped
