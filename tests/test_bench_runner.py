@@ -325,7 +325,7 @@ def test_summary_grid_picks_default_runs_by_name_and_exact_labels():
         summary_grid(two_budgets, ["em-llm"])
 
 
-def test_a_copied_distractor_is_named_and_its_visibility_measured(tiny):
+def test_a_copied_distractor_is_named_and_its_visibility_measured(tiny, tmp_path):
     """A wrong multi-key answer that is another needle's value is recorded as ``wrong_value`` with the
     share of memory layers that had it in view; numbers not in the context (or glued into a longer one)
     and the gold answer itself are not distractors."""
@@ -356,3 +356,8 @@ def test_a_copied_distractor_is_named_and_its_visibility_measured(tiny):
     row = predict_one(model, tok, Copies(), record)
     assert row["score"] == 0.0 and row["wrong_value"] == distractor and row["wrong_value_attended"] == 0.5
     assert row["answer_attended"] == 0.5
+    from memalign.bench.runner import PREDICTIONS_FILE, summarize
+
+    (tmp_path / PREDICTIONS_FILE).write_text(json.dumps(row) + "\n")
+    metrics = summarize(tmp_path)
+    assert metrics["n_wrong_value"] == 1 and metrics["wrong_value_attended"] == 50.0

@@ -159,6 +159,7 @@ def summarize(directory: Path) -> dict[str, Any]:
     seconds = sum(float(r.get("seconds", 0.0)) for r in rows)
     cpu_timed = [float(r["cpu_seconds"]) for r in rows if "cpu_seconds" in r]  # absent in older folders
     attended = [float(r["answer_attended"]) for r in rows if r.get("answer_attended") is not None]
+    copied = [float(r["wrong_value_attended"]) for r in rows if r.get("wrong_value_attended") is not None]
     return {
         "score": round(100 * sum(scores) / len(scores), 2) if scores else None,
         "n": len(rows),
@@ -167,6 +168,9 @@ def summarize(directory: Path) -> dict[str, Any]:
         "mean_prompt_tokens": round(sum(r["prompt_tokens"] for r in rows) / len(rows), 1) if rows else None,
         # memory methods: mean fraction of layers whose last prompt token attended the gold answer
         "answer_attended": round(100 * sum(attended) / len(attended), 2) if attended else None,
+        # wrong answers copied from the context (distractors): how many, and how often that value was in view
+        "n_wrong_value": len(copied),
+        "wrong_value_attended": round(100 * sum(copied) / len(copied), 2) if copied else None,
         "seconds": round(seconds, 1),
         "prompt_tokens_per_second": round(sum(r["prompt_tokens"] for r in rows) / seconds, 1) if seconds else None,
         "mean_cpu_seconds": round(sum(cpu_timed) / len(cpu_timed), 3) if cpu_timed else None,
