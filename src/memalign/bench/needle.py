@@ -32,13 +32,20 @@ def answer_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record,
     """
     if not record.answer:
         return None
-    return text_token_spans(tokenizer, record, prompt, [str(answer) for answer in record.answer])
+    spans = text_token_spans(tokenizer, record, prompt, [str(answer) for answer in record.answer])
+    return spans if spans is not None and all(spans) else None
+
+
+def _verbatim(text: str) -> re.Pattern[str]:
+    """``text`` as a whole value: not glued to letters or digits on either side."""
+    return re.compile(r"(?<![0-9A-Za-z])" + re.escape(text) + r"(?![0-9A-Za-z])")
 
 
 def text_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt,
                      texts: list[str]) -> list[list[Span]] | None:
-    """Per text, the token ranges of its verbatim occurrences in the record's context (``None`` as in
-    :func:`answer_token_spans`, or when one of the texts does not occur)."""
+    """Per text, the token ranges of its verbatim occurrences in the record's context (an empty list
+    for a text that does not occur). ``None`` when positions cannot be mapped onto ``prompt`` (slow
+    tokenizer, truncated or differently tokenised prompt). One tokenisation serves every text."""
     if not tokenizer.is_fast:
         return None
     head, tail, special = render(tokenizer, record)
@@ -51,17 +58,12 @@ def text_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record, prompt:
     spans: list[list[Span]] = []
     for raw in texts:
         text = raw.strip()
-        if not text:
-            return None
-        pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(text) + r"(?![0-9A-Za-z])")
         found = []
-        for match in pattern.finditer(head):
+        for match in _verbatim(text).finditer(head) if text else ():
             first = bisect.bisect_right(token_ends, match.start())  # first token ending after the match start
             last = bisect.bisect_left(token_starts, match.end())  # first token starting at or after its end
             if first < last:
                 found.append((first, last))
-        if not found:
-            return None
         spans.append(found)
     return spans
 
@@ -74,12 +76,10 @@ def wrong_value(prediction: str, record: Record) -> str | None:
     """The first value-like string of a wrong prediction (a run of letters, digits and dashes with a
     digit in it, e.g. ``3886814``) that occurs verbatim in the context and is not a gold answer: a
     distractor the model copied, whose visibility :func:`answer_attended` can then measure."""
-    head = record.context
     gold = {str(answer).strip() for answer in record.answer}
     for match in _VALUE.finditer(prediction):
         value = match.group()
-        if any(ch.isdigit() for ch in value) and value not in gold and re.search(
-                r"(?<![0-9A-Za-z])" + re.escape(value) + r"(?![0-9A-Za-z])", head):
+        if any(ch.isdigit() for ch in value) and value not in gold and _verbatim(value).search(record.context):
             return value
     return None
 

@@ -32,8 +32,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.bench.methods import Budget, EngineUnavailableError, Method, em_api, is_memory_method, make_method
 from memalign.bench.metrics import score_prediction
-from memalign.bench.needle import answer_attended, answer_token_spans, text_token_spans, wrong_value
-from memalign.bench.prompts import encode, truncate_middle
+from memalign.bench.needle import answer_attended, text_token_spans, wrong_value
+from memalign.bench.prompts import EncodedPrompt, encode, truncate_middle
 from memalign.bench.records import Record, iter_jsonl
 from memalign.bench.tasks.base import TaskContext, get_task
 from memalign.errors import ConfigError
@@ -121,13 +121,8 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
         row["new_tokens"] = len(new_ids)
         row["score"] = score_prediction(record.metric, row["prediction"], record.answer, record.meta)
         attended = getattr(method, "last_attended", None)
-        needles = answer_token_spans(tokenizer, record, prompt) if attended is not None else None
-        if needles is not None:
-            row["answer_attended"] = answer_attended(needles, attended)
-        copied = wrong_value(row["prediction"], record) if attended is not None and row["score"] < 1 else None
-        distractor = text_token_spans(tokenizer, record, prompt, [copied]) if copied else None
-        if distractor is not None:  # a wrong answer copied from the context: was that value in view?
-            row["wrong_value"], row["wrong_value_attended"] = copied, answer_attended(distractor, attended)
+        if attended is not None:
+            row.update(_attention_evidence(tokenizer, record, prompt, row, attended))
     except EngineUnavailableError:
         raise
     except (torch.OutOfMemoryError, RuntimeError) as exc:  # counted as a failure, never dropped
@@ -137,6 +132,24 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
     # about the method; with one torch thread CPU seconds are the method's own cost
     row["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
     return row
+
+
+def _attention_evidence(tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt,
+                        row: dict[str, Any], attended: list[list[tuple[int, int]]]) -> dict[str, Any]:
+    """``answer_attended`` (every gold answer found verbatim) and, for a wrong answer copied from the
+    context, ``wrong_value`` / ``wrong_value_attended``: was that value in view? One tokenisation of the
+    prompt locates both."""
+    golds = [str(answer) for answer in record.answer]
+    copied = wrong_value(row["prediction"], record) if row["score"] < 1 else None
+    spans = text_token_spans(tokenizer, record, prompt, golds + ([copied] if copied else []))
+    if spans is None:
+        return {}
+    evidence: dict[str, Any] = {}
+    if golds and all(spans[:len(golds)]):
+        evidence["answer_attended"] = answer_attended(spans[:len(golds)], attended)
+    if copied and spans[-1]:
+        evidence["wrong_value"], evidence["wrong_value_attended"] = copied, answer_attended([spans[-1]], attended)
+    return evidence
 
 
 def rescore(row: dict[str, Any]) -> float:
