@@ -28,3 +28,14 @@ class ConfigError(MemalignError, ValueError):
 
 class DataError(MemalignError, ValueError):
     """An input data file is malformed; the message names the first bad row."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (architecture, preset, task, method, mode, ...) that no registry knows; lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(MemalignError, ValueError):
+    """Two entries registered under one name or alias (a programming error, raised at import time)."""

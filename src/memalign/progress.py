@@ -1,60 +1,61 @@
-"""Progress display shared by the library and the CLI (rich), quiet when not on a terminal or in CI."""
+"""Progress reporting for long library operations, without any display code.
+
+Library modules call :func:`status` (a phase with a message) and :func:`progress_bar` (a counted loop).
+What the user sees is decided by the installed :class:`ProgressReporter`: by default phases are logged on
+the ``memalign`` logger and counted loops are silent; the CLI installs a rich reporter
+(``memalign.cli.display``). A server or notebook can install its own with :func:`set_reporter`.
+"""
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+logger = logging.getLogger(__name__)
 
-console = Console(stderr=True)
+Advance = Callable[[float], None]
 
 
-def _enabled() -> bool:
-    return os.environ.get("MEMALIGN_PROGRESS", "1") != "0"
+class ProgressReporter(Protocol):
+    def status(self, message: str) -> AbstractContextManager[None]: ...
+
+    def progress_bar(self, description: str, total: float | None, unit: str = "it",
+                     extra: Callable[[], str] | None = None) -> AbstractContextManager[Advance]: ...
 
 
-@contextmanager
-def status(message: str) -> Iterator[None]:
-    """A spinner with a message (or one log line when output is not a terminal)."""
-    if not _enabled():
-        yield
-        return
-    if not console.is_terminal:
-        console.print(f"[memalign] {message}", highlight=False)
-        yield
-        return
-    with console.status(message):
+class LoggingReporter:
+    """The library default: one INFO log line per phase or loop, nothing per step."""
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        logger.info(message)
         yield
 
-
-@contextmanager
-def progress_bar(description: str, total: float | None, unit: str = "it",
-                 extra: Callable[[], str] | None = None) -> Iterator[Callable[[float], None]]:
-    """Yield ``advance(n)``; shows a rich bar on a terminal, a start line otherwise."""
-    if not _enabled() or not console.is_terminal:
-        if _enabled() and not console.is_terminal and total and total > (1 << 26 if unit == "B" else 0):
-            console.print(f"[memalign] {description}", highlight=False)
+    @contextmanager
+    def progress_bar(self, description: str, total: float | None, unit: str = "it",
+                     extra: Callable[[], str] | None = None) -> Iterator[Advance]:
+        logger.info("%s (%s %s)", description, "?" if total is None else f"{total:g}", unit)
         yield lambda n: None
-        return
-    columns = [TextColumn("{task.description}"), BarColumn()]
-    columns += [DownloadColumn()] if unit == "B" else [MofNCompleteColumn()]
-    columns += [TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[extra]}")]
-    with Progress(*columns, console=console, transient=unit == "B") as progress:
-        task = progress.add_task(description, total=total, extra="")
 
-        def advance(n: float) -> None:
-            progress.update(task, advance=n, extra=extra() if extra else "")
 
-        yield advance
+_reporter: ProgressReporter = LoggingReporter()
 
+
+def set_reporter(reporter: ProgressReporter) -> ProgressReporter:
+    """Install ``reporter`` for every later call; returns the previous one (to restore it)."""
+    global _reporter
+    previous, _reporter = _reporter, reporter
+    return previous
+
+
+def status(message: str) -> AbstractContextManager[None]:
+    """A phase of work with a message (a spinner in the CLI)."""
+    return _reporter.status(message)
+
+
+def progress_bar(description: str, total: float | None, unit: str = "it",
+                 extra: Callable[[], str] | None = None) -> AbstractContextManager[Advance]:
+    """Yield ``advance(n)`` for a counted loop (a bar in the CLI); ``unit="B"`` counts bytes."""
+    return _reporter.progress_bar(description, total, unit, extra)

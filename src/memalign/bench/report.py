@@ -24,7 +24,7 @@ from rich.table import Table
 from memalign.bench.methods import is_memory_method
 from memalign.bench.records import iter_jsonl
 from memalign.bench.runner import METRICS_FILE, PREDICTIONS_FILE, model_slug, rescore
-from memalign.progress import console
+from memalign.cli.display import console  # moved out by the report split
 
 Result = tuple[str, dict[str, Any]]
 

@@ -19,6 +19,7 @@ count, so more samples extend the same directory.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -37,7 +38,9 @@ from memalign.bench.prompts import EncodedPrompt, encode, truncate_middle
 from memalign.bench.records import Record, iter_jsonl
 from memalign.bench.tasks.base import TaskContext, get_task
 from memalign.errors import ConfigError
-from memalign.progress import console, progress_bar
+from memalign.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE, PREDICTIONS_FILE, METRICS_FILE = "config.yaml", "predictions.jsonl", "metrics.json"
 
@@ -212,7 +215,7 @@ def run_records(cfg: RunConfig, records: list[Record], model: PreTrainedModel, t
     have = done_ids(directory)
     todo = [r for r in records if r.id not in have]
     if not todo and (directory / METRICS_FILE).is_file():
-        console.print(f"[memalign] {cfg.name()}: done ({len(have)} items), skipped", highlight=False)
+        logger.info("%s: done (%d items), skipped", cfg.name(), len(have))
         return json.loads((directory / METRICS_FILE).read_text())
     write_config(directory, config)
     truncate = cfg.length if not get_task(cfg.task).synthetic else 0
@@ -223,10 +226,8 @@ def run_records(cfg: RunConfig, records: list[Record], model: PreTrainedModel, t
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
             advance(1)
-            if not console.is_terminal:
-                console.print(f"[memalign] {cfg.name()} {k}/{len(todo)} score={row['score']:.2f} "
-                              f"{row['prompt_tokens']} tok {row['seconds']:.1f}s {row.get('error', '')}",
-                              highlight=False)
+            logger.debug("%s %d/%d score=%.2f %d tok %.1fs %s", cfg.name(), k, len(todo), row["score"],
+                         row["prompt_tokens"], row["seconds"], row.get("error", ""))
     return finalize(directory, config)
 
 

@@ -6,8 +6,8 @@ import sys
 
 import typer
 
+from memalign.cli import display
 from memalign.errors import MemalignError
-from memalign.progress import console
 
 app = typer.Typer(
     name="memalign",
@@ -23,10 +23,11 @@ from memalign.cli import bench, chat, models_cmd, persona, persona_eval  # noqa:
 
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, never a traceback."""
+    display.install()
     try:
         app(prog_name="memalign")  # same name under `python -m memalign`
     except MemalignError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        display.error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

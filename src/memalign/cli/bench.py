@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from memalign.cli import app
+from memalign.cli.display import console
 from memalign.errors import ConfigError
-from memalign.progress import console
 
 bench_app = typer.Typer(help="Long-context benchmarks: run tasks x lengths x methods, report.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

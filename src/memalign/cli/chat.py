@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 
 from memalign.cli import app
+from memalign.cli.display import console
 from memalign.errors import MemalignError
 from memalign.models.loading import load_model
 from memalign.models.presets import DEFAULT_PRESET
-from memalign.progress import console, progress_bar
+from memalign.progress import progress_bar
 
 
 @app.command()

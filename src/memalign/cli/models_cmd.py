@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from memalign.cli import app
+from memalign.cli.display import console
 from memalign.models.info import describe_model
 from memalign.models.presets import PRESETS, converted_dir, is_cached
-from memalign.progress import console
 
 
 @app.command()

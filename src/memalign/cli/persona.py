@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from memalign.cli import app
+from memalign.cli.display import console
 from memalign.errors import ConfigError
-from memalign.progress import console
 
 persona_app = typer.Typer(help="Personality alignment (PAS): quiz, align, evaluate.", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")

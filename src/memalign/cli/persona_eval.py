@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from memalign.cli.display import console
 from memalign.cli.persona import ITEM_KEY_HELP, _floats, persona_app
 from memalign.errors import ConfigError
-from memalign.progress import console
 
 DATA_FILES = {"item_key": "ipip_neo_300_itemkey.csv", "split": "mpi_300_split.json", "rewordings": "mpi_120.csv",
               "subjects": "subjects_200.json", "personality_prompts": "personality_prompt_200.json"}

@@ -13,6 +13,7 @@ the subject in progress.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -24,7 +25,9 @@ from memalign.errors import ConfigError
 from memalign.persona.evaluation.modes import EvalSetup, get_mode, timed_predict
 from memalign.persona.evaluation.records import subject_record, summarize
 from memalign.persona.subjects import SubjectAnswers
-from memalign.progress import console, progress_bar
+from memalign.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 # Fields of config.json that must match for a resume to mix results safely.
 RESUME_KEYS = ("model", "prompt_config", "fit_config", "answering", "split", "unparsed", "calibration_l2",
@@ -130,8 +133,8 @@ def run_eval(setup: EvalSetup, modes: Sequence[str], subjects: Sequence[SubjectA
             "answering": setup.answering, "unparsed_policy": unparsed}
     index = {p.subject_id: n for n, p in enumerate(setup.population)}
     if len(todo) < len(subjects):
-        console.print(f"[memalign] resuming: {len(subjects) - len(todo)} of {len(subjects)} subjects already done "
-                      "for every mode", highlight=False)
+        logger.info("resuming: %d of %d subjects already done for every mode", len(subjects) - len(todo),
+                    len(subjects))
     last_write = time.monotonic()
     with progress_bar(f"Evaluating {len(mode_objs)} modes", total=len(todo), unit="subjects") as advance:
         for person in todo:
