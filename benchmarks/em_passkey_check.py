@@ -1,4 +1,4 @@
-"""Passkey retrieval through episodic memory vs plain attention on a real model (issue 3's check).
+"""Passkey retrieval through episodic memory vs plain attention on a real model.
 
 A 5-digit passkey is hidden at several depths of ~N tokens of Paul Graham essays (the usual haystack);
 the model is asked for it. With memory on and ``n_local`` far below N, the key can only be reached
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from memalign import load_model
-from memalign.generation import build_chat_inputs
+from memalign.chat_format import chat_input_ids, single_turn
 from memalign.memory import EMConfig, EpisodicMemory
 
 DEFAULT_HAYSTACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "haystack" / "paul_graham"
@@ -39,7 +39,7 @@ def passkey_prompt(tokenizer, filler: list[int], depth: float, key: int) -> torc
     context = tokenizer.decode(filler[:at] + needle + filler[at:])
     question = ("There is an important piece of information hidden inside a lot of irrelevant text. "
                 "Find it and memorize it.\n\n" + context + "\n\nWhat is the pass key? The pass key is")
-    return build_chat_inputs(tokenizer, [{"role": "user", "content": question}])
+    return torch.tensor([chat_input_ids(tokenizer, single_turn(question))])
 
 
 def main() -> None:

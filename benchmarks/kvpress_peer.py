@@ -7,7 +7,8 @@ separate venv (``.cache/kvpress-venv``: ``torch==2.13.0`` installed first from t
 * driver (memalign's venv): generates the records with memalign's generators and writes them as JSONL
   *with the exact prompt token ids* and the context/question split, starts the worker once per press,
   then scores the predictions with memalign's metrics into the usual result folder
-  (``<task>__<length>__<model>__kvpress-<press>__b<budget>__seed<seed>``), so ``memalign bench report``
+  (``<task>__<length>__<model>__kvpress-<press>__b<budget>__<dtype>__data-<hash>__seed<seed>``,
+  with the same recorded configuration and resume check as ``memalign bench run``), so ``memalign bench report``
   shows kvpress rows next to memalign's methods;
 * worker (``--worker``, kvpress's venv, no memalign import): kvpress's pipeline protocol by hand on the
   given ids: prefill the context under ``with press(model)``, then greedy-decode the question from the
@@ -126,13 +127,16 @@ def driver(args: argparse.Namespace) -> None:
     import yaml
 
     from memalign.bench.export import export_records
-    from memalign.bench.runner import CONFIG_FILE, PREDICTIONS_FILE, finalize, model_slug
+    from memalign.bench.loaders.fingerprint import file_sha256, model_identity
+    from memalign.bench.records import read_appended_jsonl
+    from memalign.bench.runner import CONFIG_FILE, PREDICTIONS_FILE, check_resume, finalize, model_slug
     from memalign.cli.bench import parse_lengths
     from memalign.models.loading import resolve_source
 
     python = ensure_venv()
     model_dir, _ = resolve_source(args.model)  # a preset resolves to its safetensors copy
     budget = args.n_init + args.n_local + args.n_mem
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(args.dtype, args.dtype)
     out = Path(args.out)
     for task in args.task.split(","):
         for length in parse_lengths(args.lengths):
@@ -140,18 +144,25 @@ def driver(args: argparse.Namespace) -> None:
             if not records.is_file():
                 export_records([task], [length], args.model, records, samples=args.samples, seed=args.seed,
                                haystack=args.haystack)
+            # The exported prompts are the data this cell answers: a changed essay folder or generator
+            # gives another hash, hence another folder.
+            data = {"records": {"path": str(records.resolve()), "sha256": file_sha256(records)}}
             for press in args.presses.split(","):
                 method = f"kvpress-{press}"
-                folder = out / f"{task}__{length}__{model_slug(args.model)}__{method}__b{budget}__seed{args.seed}"
-                folder.mkdir(parents=True, exist_ok=True)
+                folder = out / (f"{task}__{length}__{model_slug(args.model)}__{method}__b{budget}__{dtype}"
+                                f"__data-{data['records']['sha256'][:8]}__seed{args.seed}")
                 config = {"task": task, "length": length, "method": method, "model": args.model,
-                          "samples": args.samples, "seed": args.seed, "dtype": args.dtype,
+                          "samples": args.samples, "seed": args.seed, "dtype": args.dtype, "dtype_used": dtype,
+                          "model_identity": model_identity(args.model), "data": data,
                           "budget": {"n_init": args.n_init, "n_local": args.n_local, "n_mem": args.n_mem},
                           "method_config": {"name": method, "press": press, "kept_context_tokens": budget,
                                             "n_sink": args.n_init, "kvpress": "0.5.5",
                                             "budget": {"n_init": args.n_init, "n_local": args.n_local,
                                                        "n_mem": args.n_mem}},
                           "name": folder.name}
+                check_resume(folder, config)  # a folder of another configuration is refused, untouched
+                read_appended_jsonl(folder / PREDICTIONS_FILE)  # drops a line cut off by a killed worker
+                folder.mkdir(parents=True, exist_ok=True)
                 (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
                 cmd = [str(python), __file__, "--worker", "--records", str(records), "--model-dir", model_dir,
                        "--press", press, "--budget", str(budget), "--n-sink", str(args.n_init),

@@ -176,7 +176,9 @@ def main() -> None:
             continue
         if args.prefix and not name.startswith(args.prefix):
             continue
-        cmd = [*MEMALIGN, "bench", "run", *step, "--out", str(args.out), "--haystack", str(args.haystack)]
+        cmd = [*MEMALIGN, "bench", "run", *step, "--out", str(args.out)]
+        if args.haystack.is_dir():  # only the essay tasks need it; `bench run` refuses a missing folder
+            cmd += ["--haystack", str(args.haystack)]
         if args.last_token_in_chunk and "--last-token-in-chunk" not in cmd:
             cmd.append("--last-token-in-chunk")  # `full` ignores it; steps mix full and memory methods
         print(f"== {name}: {shlex.join(cmd)}", flush=True)

@@ -63,3 +63,13 @@ def test_unsupported_architecture_names_type_and_supported_list():
     assert "'gpt2'" in message
     for model_type in supported_model_types():
         assert model_type in message
+
+
+def test_second_adapter_for_a_model_type_is_refused():
+    from memalign.errors import DuplicateNameError
+    from memalign.models import ARCH_REGISTRY, ArchFamily, register_arch
+
+    before = ARCH_REGISTRY["llama"]
+    with pytest.raises(DuplicateNameError, match="llama"):
+        register_arch(ArchFamily("llama", fused_qkv=True))
+    assert ARCH_REGISTRY["llama"] is before and not before.fused_qkv

@@ -108,3 +108,16 @@ def test_unknown_metric_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown metric"):
         s("nope", "x", ["x"])
     assert {"string_match_all", "qa_f1", "rouge_l", "code_sim", "kv_retrieval"} <= set(METRICS)
+
+
+def test_metric_registry_refuses_a_second_scorer_under_one_name():
+    from memalign.bench.metrics import get_metric, register_metric
+    from memalign.errors import DuplicateNameError, UnknownNameError
+    from memalign.registry import Registry
+
+    assert isinstance(METRICS, Registry) and get_metric("qa_f1") is METRICS["qa_f1"]
+    with pytest.raises(DuplicateNameError, match="metric 'qa_f1' is already registered"):
+        register_metric("qa_f1")(lambda prediction, answers, meta: 0.0)
+    assert s("qa_f1", "the cat", ["cat"]) == 1.0  # the original scorer is still the one used
+    with pytest.raises(UnknownNameError, match=r"unknown metric 'nope'; known: string_match_all, "):
+        get_metric("nope")

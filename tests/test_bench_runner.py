@@ -14,12 +14,14 @@ from typer.testing import CliRunner
 from memalign.bench.methods import METHODS, Budget, FullAttention, MemoryMethod, make_method
 from memalign.bench.needle import answer_attended, answer_token_spans, covered
 from memalign.bench.prompts import EncodedPrompt, encode
-from memalign.bench.report import _cell, collect, markdown_table, write_plots
+from memalign.bench.report import score_cell, score_tables, write_plots
+from memalign.bench.results import collect
 from memalign.bench.runner import RunConfig, predict_one, run_records
 from memalign.bench.tasks import TaskContext, get_task
 from memalign.cli import app
 from memalign.cli.bench import parse_lengths
 from memalign.errors import ConfigError
+from memalign.reporting import markdown_document
 from memalign.testing import tiny_model, tiny_tokenizer
 
 
@@ -53,6 +55,74 @@ def test_full_attention_stops_at_stop_token(tiny):
     free = FullAttention().generate(model, ids, 8, stop_ids=set())
     stopped = FullAttention().generate(model, ids, 8, stop_ids={free[3]})
     assert stopped == free[:free.index(free[3])]
+
+
+def _argmax_loop(model, ids, n):
+    """Greedy decoding by hand: the whole sequence through the model each step, no cache, no processors."""
+    seq = ids
+    for _ in range(n):
+        token = model(input_ids=seq).logits[0, -1].argmax()
+        seq = torch.cat([seq, token.view(1, 1)], dim=1)
+    return seq[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3_text"])
+def test_full_attention_is_plain_greedy_whatever_the_checkpoint_asks(kind):
+    """A checkpoint's generation_config (repetition penalty, banned n-grams, suppressed tokens, an EOS that
+    would stop early) must not change the baseline: it stays the argmax of the model, and the model's
+    generation config is given back unchanged."""
+    from transformers import GenerationConfig
+
+    model = tiny_model(kind)
+    ids = torch.randint(5, 500, (1, 60), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = _argmax_loop(model, ids, 8)
+    own = GenerationConfig(repetition_penalty=3.0, no_repeat_ngram_size=1, suppress_tokens=reference[:2],
+                           eos_token_id=reference[3], min_new_tokens=2, bos_token_id=1, pad_token_id=0)
+    model.generation_config = own
+    assert FullAttention(prefill_chunk=16).generate(model, ids, 8, stop_ids=set()) == reference
+    assert model.generation_config is own and model.generation_config.repetition_penalty == 3.0
+
+
+def test_method_registry_refuses_unknown_and_duplicate_names():
+    from memalign.bench.methods import register_method
+    from memalign.errors import DuplicateNameError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="known: full, streaming"):
+        make_method("magic", Budget())
+    before = list(METHODS)
+    with pytest.raises(DuplicateNameError):
+        register_method("full", "a second full")(lambda budget: FullAttention())
+    assert list(METHODS) == before and METHODS["full"].description.startswith("unmodified model")
+
+
+class _Raises:
+    name, last_attended = "raises", None
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def generate(self, model, input_ids, max_new_tokens, stop_ids):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+                                 RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: "
+                                              "you tried to allocate 1 bytes. out of memory"),
+                                 MemoryError(), ConfigError("this prompt is refused")])
+def test_an_item_that_runs_out_of_memory_or_is_refused_counts_as_failed(tiny, exc):
+    model, tok = tiny
+    record, _ = _passkey(tok)
+    row = predict_one(model, tok, _Raises(exc), record)
+    assert row["score"] == 0.0 and row["prediction"] == "" and row["error"].startswith(type(exc).__name__)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("shape mismatch: a bug"), IndexError("a bug"), TypeError("a bug")])
+def test_a_bug_inside_a_method_stops_the_run(tiny, exc):
+    model, tok = tiny
+    record, _ = _passkey(tok)
+    with pytest.raises(type(exc), match="a bug"):
+        predict_one(model, tok, _Raises(exc), record)
 
 
 def test_budget_and_method_configs():
@@ -100,11 +170,11 @@ def test_memory_method_without_eviction_matches_full(tiny):
 
 def test_run_records_writes_resumes_and_reports(tiny, tmp_path):
     model, tok = tiny
-    cfg = RunConfig("passkey", 600, "full", "tiny:llama", samples=3)
+    cfg = RunConfig("passkey", 600, "full", "tiny:llama", samples=3, dtype="fp32")
     records = get_task("passkey").records(TaskContext(tok), 600, 3, seed=0)
     first = run_records(cfg, records[:2], model, tok, tmp_path)
     folder = tmp_path / cfg.name()
-    assert cfg.name() == "passkey__600__tiny-llama__full__seed0"
+    assert cfg.name() == "passkey__600__tiny-llama__full__fp32__seed0"  # the dtype used is part of the name
     assert first["n"] == 2 and first["n_failed"] == 0 and first["score"] is not None
     assert set(first["by_depth"]) == {"0.000", "0.500"}
     config = yaml.safe_load((folder / "config.yaml").read_text())
@@ -122,15 +192,16 @@ def test_run_records_writes_resumes_and_reports(tiny, tmp_path):
     assert (folder / "predictions.jsonl").stat().st_mtime_ns == mtime
     results = collect([tmp_path])
     assert [name for name, _ in results] == [cfg.name()]
-    assert "| full | 0.0 (3) |" in markdown_table(results) or "| full |" in markdown_table(results)
+    markdown = markdown_document(score_tables(results))
+    assert "| full | 0.0 (3) |" in markdown or "| full |" in markdown
     plots = write_plots(results, tmp_path / "plots")
     assert any(p.name.endswith("__length.png") for p in plots) and any("depth" in p.name for p in plots)
     assert all(p.stat().st_size > 1000 for p in plots)
 
 
 def test_run_config_names_and_validation():
-    mem = RunConfig("vt", 8192, "em-llm", "/models/Qwen3-8B", budget=Budget(n_local=2048, n_mem=1024))
-    assert mem.name() == "vt__8192__Qwen3-8B__em-llm__i128-l2048-m1024-c512-lt__seed0"
+    mem = RunConfig("vt", 8192, "em-llm", "/models/Qwen3-8B", budget=Budget(n_local=2048, n_mem=1024), dtype="bf16")
+    assert mem.name() == "vt__8192__Qwen3-8B__em-llm__i128-l2048-m1024-c512-lt__bf16__seed0"
     with pytest.raises(ConfigError):
         RunConfig("passkey", 0, "full", "m")
     with pytest.raises(ConfigError):
@@ -143,9 +214,10 @@ def test_run_config_names_and_validation():
 def test_cli_run_report_and_listing(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["bench", "run", "-t", "niah_single_1", "--lengths", "600", "-m", "full",
-                                 "--model", "tiny:qwen2", "--samples", "1", "--out", str(tmp_path / "res")])
+                                 "--model", "tiny:qwen2", "--samples", "1", "--dtype", "fp32",
+                                 "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "res" / "niah_single_1__600__tiny-qwen2__full__seed0" / "metrics.json").is_file()
+    assert (tmp_path / "res" / "niah_single_1__600__tiny-qwen2__full__fp32__seed0" / "metrics.json").is_file()
     report = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--markdown", str(tmp_path / "t.md")])
     assert report.exit_code == 0, report.output
     assert "niah_single_1" in (tmp_path / "t.md").read_text()
@@ -153,9 +225,9 @@ def test_cli_run_report_and_listing(tmp_path):
     small = ["--n-init", "16", "--n-local", "128", "--n-mem", "128", "--chunk-size", "64"]
     chunked = runner.invoke(app, ["bench", "run", "-t", "niah_single_1", "--lengths", "600", "-m", "em-llm",
                                   "--model", "tiny:qwen2", "--samples", "1", *small, "--last-token-in-chunk",
-                                  "--out", str(tmp_path / "res")])
+                                  "--dtype", "fp32", "--out", str(tmp_path / "res")])
     assert chunked.exit_code == 0, chunked.output
-    folder = tmp_path / "res" / "niah_single_1__600__tiny-qwen2__em-llm__i16-l128-m128-c64__seed0"
+    folder = tmp_path / "res" / "niah_single_1__600__tiny-qwen2__em-llm__i16-l128-m128-c64__fp32__seed0"
     assert json.loads((folder / "metrics.json").read_text())["config"]["budget"]["last_token_alone"] is False
     # The summary grid: `em-llm` alone names the default driver's runs, so the chunked run stays out.
     summary = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--summary", "full,em-llm",
@@ -216,16 +288,15 @@ def test_runner_records_whether_the_answer_was_attended(tiny, tmp_path, method, 
     assert row["answer_attended"] == pytest.approx(expected)
 
 
-def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch):
+def test_report_keeps_bracketed_notes_and_separates_memory_distances():
     import io
 
     from rich.console import Console
 
-    import memalign.bench.report as report
-    from memalign.bench.report import method_label, print_table
+    from memalign.bench.results import method_label
+    from memalign.cli.tables import print_tables
 
     screen = io.StringIO()
-    monkeypatch.setattr(report, "console", Console(file=screen, width=250))
 
     budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
     config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
@@ -236,15 +307,14 @@ def test_report_keeps_bracketed_notes_and_separates_memory_distances(monkeypatch
     assert method_label(older) == "em-llm (3200, last token in chunk)"
     peer = {**config, "method": "kvpress-snapkv", "method_config": older["method_config"]}
     assert method_label(peer) == "kvpress-snapkv (3200)"  # a peer's own driver: no memalign driver note
-    print_table([("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
-                 ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near})])
+    print_tables(score_tables([("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
+                               ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near})]),
+                 Console(file=screen, width=250))
     out = screen.getvalue()
     assert "[1 failed] [att 92]" in out and "[att 90]" in out and "distance 512" in out
 
 
 def test_plots_keep_methods_that_differ_only_in_memory_distance(tmp_path):
-    from memalign.bench.report import write_plots
-
     budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
     config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
     near = {**config, "method_config": {"budget": {**budget, "memory_distance": 512}}}
@@ -258,14 +328,16 @@ def test_plots_keep_methods_that_differ_only_in_memory_distance(tmp_path):
 
 
 def test_report_cells_show_failures_and_answer_attention():
-    assert _cell(None) == "-"
-    assert _cell({"score": 50.0, "n": 2}) == "50.0 (2)"
-    assert _cell({"score": 0.0, "n": 1, "n_failed": 1, "answer_attended": 96.67}) == "0.0 (1) [1 failed] [att 97]"
+    assert score_cell(None) == "-"
+    assert score_cell({"score": 50.0, "n": 2}) == "50.0 (2)"
+    assert score_cell({"score": 0.0, "n": 1, "n_failed": 1, "answer_attended": 96.67}) == "0.0 (1) [1 failed] [att 97]"
 
 
 def test_head_to_head_pairs_items_answered_by_both_methods(tmp_path):
     """Wins / ties / losses count only prompts both methods answered, rescored from the predictions."""
-    from memalign.bench.report import collect_items, head_to_head, markdown_head_to_head
+    from memalign.bench.report import head_to_head_table
+    from memalign.bench.results import collect_items
+    from memalign.bench.statistics import head_to_head
 
     def write(method: str, length: int, predictions: dict[str, str]) -> None:
         folder = tmp_path / f"passkey__{length}__m__{method}"
@@ -281,18 +353,18 @@ def test_head_to_head_pairs_items_answered_by_both_methods(tmp_path):
     write("em-llm", 16384, {"d": "123"})
     write("infllm", 16384, {"d": "5"})
     (row,) = head_to_head(collect_items([tmp_path]))
-    assert (row["a"], row["b"], row["n"]) == ("em-llm", "infllm", 4)
-    assert (row["wins"], row["ties"], row["losses"]) == (2, 1, 1)
-    assert row["score_a"] == 75.0 and row["score_b"] == 50.0
+    assert (row.a, row.b, row.n) == ("em-llm", "infllm", 4)
+    assert (row.wins, row.ties, row.losses) == (2, 1, 1)
+    assert row.score_a == 75.0 and row.score_b == 50.0
     (long,) = head_to_head(collect_items([tmp_path], min_length=8192))
-    assert (long["n"], long["wins"], long["ties"], long["losses"]) == (1, 1, 0, 0)
-    assert "| m | em-llm | infllm | 1 | 100.0 | 0.0 | 1 / 0 / 0 | 1 |" in markdown_head_to_head([long], 8192)
+    assert (long.n, long.wins, long.ties, long.losses) == (1, 1, 0, 0)
+    assert "| m | em-llm | infllm | 1 | 100.0 | 0.0 | 1 / 0 / 0 | 1 |" in head_to_head_table([long], 8192).to_markdown()
 
 
 def test_sign_test_matches_hand_computed_binomial_tails():
     """Two-sided exact sign test: 10 wins / 1 loss -> 2 * (1 + 11) / 2**11; an even split or no strict
     difference proves nothing (p = 1)."""
-    from memalign.bench.report import sign_test_p
+    from memalign.bench.statistics import sign_test_p
 
     assert sign_test_p(10, 1) == pytest.approx(2 * 12 / 2**11)
     assert sign_test_p(0, 6) == pytest.approx(2 / 2**6)
@@ -302,7 +374,7 @@ def test_sign_test_matches_hand_computed_binomial_tails():
 def test_summary_grid_picks_default_runs_by_name_and_exact_labels():
     """A method name in the summary stands for its default-setting runs (any budget size); runs with a
     memory distance or the earlier driver only appear when named in full, so no row mixes configurations."""
-    from memalign.bench.report import markdown_summary, summary_grid
+    from memalign.bench.report import summary_grid, summary_tables
 
     budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
 
@@ -319,7 +391,7 @@ def test_summary_grid_picks_default_runs_by_name_and_exact_labels():
                           ("passkey", "em-llm", ["50 (2)", "100 (1)"])]}
     exact = summary_grid(results, ["em-llm (3200, distance 512)"])
     assert exact["m"][1] == ("passkey", "em-llm (3200, distance 512)", ["0 (1)"])
-    assert "| passkey | full | 100 (2) | - |" in markdown_summary(grid)
+    assert "| passkey | full | 100 (2) | - |" in markdown_document(summary_tables(grid))
     two_budgets = [*results, result("em-llm", 4096, 0.0, n_mem=2048)]
     with pytest.raises(ValueError, match="name one of them in full"):
         summary_grid(two_budgets, ["em-llm"])
@@ -361,3 +433,26 @@ def test_a_copied_distractor_is_named_and_its_visibility_measured(tiny, tmp_path
     (tmp_path / PREDICTIONS_FILE).write_text(json.dumps(row) + "\n")
     metrics = summarize(tmp_path)
     assert metrics["n_wrong_value"] == 1 and metrics["wrong_value_attended"] == 50.0
+
+
+def test_sweep_names_and_records_the_data_its_items_came_from(tmp_path):
+    """An essay task's folder carries a hash of the essays (edited essays -> another folder) and records them
+    by content; a task that never reads the essays keeps one folder whether or not --haystack is given."""
+    from memalign.bench.runner import run_sweep
+
+    essays = tmp_path / "essays"
+    essays.mkdir()
+    (essays / "a.txt").write_text("The cat sat on the mat. It was warm there. " * 60)
+    results = run_sweep(["niah", "passkey"], [400], ["full"], "tiny:llama", tmp_path / "res", samples=1,
+                        dtype="fp32", haystack=essays)
+    niah, passkey = (r["config"] for r in results)
+    assert niah["name"].startswith("niah__400__tiny-llama__full__fp32__data-") and niah["name"].endswith("__seed0")
+    assert niah["data"]["haystack"]["path"] == str(essays.resolve()) and len(niah["data"]["haystack"]["sha256"]) == 64
+    assert passkey["name"] == "passkey__400__tiny-llama__full__fp32__seed0" and passkey["data"] == {}
+    recorded = yaml.safe_load((tmp_path / "res" / niah["name"] / "config.yaml").read_text())
+    assert recorded["data"] == niah["data"] and recorded["model_identity"] == {"kind": "tiny", "name": "tiny:llama"}
+    assert recorded["dtype_used"] == "fp32"
+    (essays / "a.txt").write_text("The dog sat on the rug. It was cold there. " * 60)
+    again = run_sweep(["niah"], [400], ["full"], "tiny:llama", tmp_path / "res", samples=1, dtype="fp32",
+                      haystack=essays)
+    assert again[0]["config"]["name"] != niah["name"]

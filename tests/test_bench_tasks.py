@@ -145,3 +145,27 @@ def test_paul_graham_haystack_real_text():
     ctx = TaskContext(tiny_tokenizer(), haystack_dir=folder)
     record = get_task("niah_single_2").records(ctx, 2000, 1, seed=0)[0]
     assert "special magic number" in record.context and record.answer[0] in record.context
+
+
+def test_task_registry_lists_known_names_and_refuses_duplicates():
+    from memalign.bench import TASKS
+    from memalign.bench.tasks.base import add_task, register_task
+    from memalign.errors import DuplicateNameError, UnknownNameError
+    from memalign.registry import Registry
+
+    assert isinstance(TASKS, Registry) and "ib_passkey" in list_tasks() and "niah_multikey_3" in TASKS
+    with pytest.raises(UnknownNameError, match=r"unknown task 'nope'; known: .*passkey.*memalign bench tasks"):
+        get_task("nope")
+    with pytest.raises(DuplicateNameError, match="'passkey' is already registered"):
+        register_task(type("Again", (get_task("passkey").__class__,), {}))
+    with pytest.raises(DuplicateNameError, match="'niah_single_1'"):
+        add_task(get_task("niah_single_1"))
+    assert get_task("passkey") is TASKS["passkey"]  # the first registration stays
+
+
+def test_cwe_refuses_a_length_its_word_pool_cannot_fill(tok, monkeypatch):
+    import memalign.bench.tasks.ruler as ruler
+
+    monkeypatch.setattr(ruler, "vocabulary_words", lambda tokenizer: [f"w{i:03d}" for i in range(60)])
+    with pytest.raises(ConfigError, match=r"word pool \(60 words.*too small for 3000 tokens"):
+        get_task("cwe").records(TaskContext(tok), 3000, 1, seed=0)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memalign.cli import app
+from memalign.errors import ConfigError
 from memalign.testing import TINY_KINDS, tiny_config
 
 runner = CliRunner()
@@ -56,3 +57,38 @@ def test_offline_hub_id_is_clear():
     proc = _run_cli("info", "Qwen/Qwen3-8B", env_extra={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "Hugging Face hub" in proc.stderr and "preset" in proc.stderr
+
+
+@pytest.mark.parametrize("exc", [
+    ConfigError("unknown dtype 'int3'"),
+    RuntimeError("Expected one of cpu, cuda, xpu, mps, meta device type at start of device string: gpu"),
+    AssertionError("Torch not compiled with CUDA enabled"),
+    RuntimeError("PyTorch is not linked with support for mps devices"),
+], ids=["memalign-error", "torch-device-parse", "torch-no-cuda", "torch-no-mps"])
+def test_main_turns_user_errors_into_one_red_line(exc, monkeypatch, capsys):
+    import memalign.cli as cli
+
+    def raise_it(**kwargs):
+        raise exc
+
+    monkeypatch.setattr(cli.display, "install", lambda: None)  # keep this process's logging as it is
+    monkeypatch.setattr(cli, "app", raise_it)
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert str(exc).split(":")[0] in err
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"), AssertionError()])
+def test_main_keeps_the_traceback_of_a_bug(exc, monkeypatch):
+    import memalign.cli as cli
+
+    def raise_it(**kwargs):
+        raise exc
+
+    monkeypatch.setattr(cli.display, "install", lambda: None)
+    monkeypatch.setattr(cli, "app", raise_it)
+    with pytest.raises(type(exc)):
+        cli.main()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from memalign import load_model
-from memalign.errors import ModelNotFoundError, UnsupportedArchitectureError
-from memalign.models import loading
+from memalign.errors import ConfigError, ModelFileError, ModelNotFoundError, UnsupportedArchitectureError
+from memalign.models import loading, placement
 from memalign.testing import tiny_model, tiny_tokenizer, write_tiny_qwen3_gguf
 
 
@@ -35,9 +35,9 @@ def test_local_directory_roundtrip(tmp_path):
 
 
 def test_auto_dtype_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(loading, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(placement, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     assert load_model("tiny:qwen3")[0].dtype == torch.bfloat16
-    monkeypatch.setattr(loading, "_cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(placement, "_cpu_flags", lambda: frozenset({"avx2"}))
     assert load_model("tiny:qwen3")[0].dtype == torch.float32  # emulated bf16 is several times slower
     assert load_model("tiny:qwen3", dtype="bf16")[0].dtype == torch.bfloat16
 
@@ -71,3 +71,38 @@ def test_unsupported_architecture_refused(tmp_path):
 def test_bad_dtype():
     with pytest.raises(Exception, match="unknown dtype"):
         load_model("tiny:qwen3", dtype="int3")
+
+
+def test_devices_are_parsed_and_checked():
+    assert placement.resolve_device("cpu") == torch.device("cpu")
+    assert placement.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'meta' is not supported"):
+        placement.resolve_device("meta")  # would load a model without weights
+    with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
+        placement.resolve_device("cuda:x")
+
+
+def test_cuda_index_beyond_the_visible_gpus(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert placement.resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match="'cuda:1' does not exist: 1 GPU"):
+        placement.resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no usable GPU.*CUDA_VISIBLE_DEVICES"):
+        placement.resolve_device("cuda")
+
+
+def test_gguf_torch_cannot_map_is_a_model_file_error(tmp_path, monkeypatch):
+    """A well-formed GGUF that transformers refuses (e.g. an architecture it lacks) names the file."""
+    from transformers import AutoModelForCausalLM
+
+    path, _ = write_tiny_qwen3_gguf(tmp_path / "odd.gguf")
+
+    def refuse(*args, **kwargs):
+        raise ValueError("GGUF model with architecture qwen9 is not supported yet.")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(ModelFileError, match=r"odd\.gguf.*qwen9"):
+        load_model(str(path), dtype="fp32")

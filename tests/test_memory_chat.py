@@ -43,3 +43,30 @@ def test_memory_chat_reads_a_long_document_beyond_the_window():
         events = chat.cache.stats()
     assert all(row["events"] > 0 for row in events)
     assert all(row["tokens_in_window"] <= cfg.n_local + cfg.max_block_size + cfg.chunk_size for row in events)
+
+
+def test_streamed_answers_go_to_the_callback_and_nothing_is_printed(capsys):
+    model, tokenizer = tiny_model("qwen3"), tiny_tokenizer()
+    pieces: list[str] = []
+    answer = ChatSession(model, tokenizer, max_new_tokens=6).ask("Remember it.", stream=pieces.append)
+    cfg = EMConfig(n_init=4, n_local=512, n_mem=64, chunk_size=64, min_block_size=4, max_block_size=16)
+    memory_pieces: list[str] = []
+    with EpisodicMemory(model, cfg) as mem:
+        memory_answer = MemoryChatSession(mem, tokenizer, max_new_tokens=6).ask("Remember it.",
+                                                                                stream=memory_pieces.append)
+    assert "".join(pieces).strip() == answer and "".join(memory_pieces).strip() == memory_answer == answer
+    assert capsys.readouterr().out == ""
+
+
+def test_system_prompt_is_fed_to_memory_with_the_first_turn():
+    """Memory holds exactly the prompt plain chat would build (memalign.chat_format), system prompt included."""
+    from memalign.chat_format import chat_input_ids
+
+    model, tokenizer = tiny_model("qwen3"), tiny_tokenizer()
+    cfg = EMConfig(n_init=4, n_local=512, n_mem=64, chunk_size=64, min_block_size=4, max_block_size=16)
+    with EpisodicMemory(model, cfg) as mem:
+        chat = MemoryChatSession(mem, tokenizer, system="Be brief.", max_new_tokens=3)
+        chat.ask("Hi.")
+    prompt = chat.fed_ids[: len(chat.fed_ids) - len(chat.last_generated)]
+    assert prompt == chat_input_ids(tokenizer, [{"role": "system", "content": "Be brief."},
+                                                {"role": "user", "content": "Hi."}])

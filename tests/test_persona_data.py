@@ -192,3 +192,18 @@ def test_shared_papi_files():
     # Recoded data: "Cheat to get ahead" (-A2, item 159) is mostly stored as 4-5, i.e. mostly *ticked* 1-2.
     raw = [s.raw_answer(159) for s in subjects if s.raw_answer(159) is not None]
     assert ipip.item(159).keyed == -1 and sum(r <= 2 for r in raw) > 0.7 * len(raw)
+
+
+def test_answers_file_records_its_recoding_and_hash_and_reads_a_bom(tmp_path, instrument):
+    import hashlib
+
+    from memalign.persona.subjects import read_answers_file
+
+    text = "case,i1,i2,i3,i4\n5,5,4,,2\n"
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeff".encode() + text.encode())  # Excel's UTF-8 CSV starts with a BOM
+    answers = read_answers_file(path, instrument, recoded=True)
+    assert answers.recoded is True and answers.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert answers.subjects[0].subject_id == "5"  # the BOM did not hide the id column
+    declared = write(tmp_path, "me.json", json.dumps(answers_document(answers.subjects, instrument)))
+    assert read_answers_file(declared, instrument).recoded is False  # declared by the file itself

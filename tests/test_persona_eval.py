@@ -125,7 +125,7 @@ def test_every_mode_runs_and_resumes(tiny_setup, tmp_path, monkeypatch):
     paths = run_eval(tiny_setup, modes, POPULATION[:2], tmp_path, "tiny:qwen3")
     assert set(paths) == set(MODES)
     for mode, path in paths.items():
-        assert path.name == f"{mode}_tiny_qwen3_OOD.json"
+        assert path.name == f"{mode}_tiny-qwen3_OOD.json"
         doc = json.loads(path.read_text())
         assert doc["n_subjects"] == 2 and {f"mean_{t}_abs" for t in "ACENO"} <= set(doc["score"])
         assert all(len(r["predictions"]) == len(SPLIT.test) for r in doc["records"])
@@ -207,3 +207,52 @@ def test_labelled_variant_sits_beside_the_default(tiny_setup, tmp_path):
     assert {d["mode"] for d in load_results([tmp_path])} == {"NO_CHANGE", "NO_CHANGE[read-answer]"}
     with pytest.raises(ConfigError, match="label"):
         run_eval(other, ["NO_CHANGE"], POPULATION[:1], tmp_path, "tiny", label="a/b")
+
+
+def test_mode_registry_names_aliases_and_refusals():
+    import inspect
+    from dataclasses import dataclass, is_dataclass
+
+    from memalign.errors import DuplicateNameError, UnknownNameError
+    from memalign.persona.evaluation import EvalMode, get_mode, register_mode
+    from memalign.persona.evaluation import modes as modes_module
+
+    known = r"known: NO_CHANGE, few-shot, .*ridge \(or 'all', 'llm', 'predictors'\)"
+    with pytest.raises(UnknownNameError, match=known):
+        resolve_mode("DPO")
+    assert resolve_mode(" Pas_Calibration ") == "PAS+calibration" and resolve_mode("item_mean") == "item-mean"
+
+    @dataclass
+    class Extra(EvalMode):
+        pass
+
+    with pytest.raises(DuplicateNameError, match="'few_shot' is already registered"):
+        register_mode("extra", "few_shot")(Extra)
+    assert "extra" not in MODES and Extra.name == "" and MODES["few-shot"].__name__ == "FewShot"
+    for name, cls in MODES.items():
+        # one written class per mode, named as registered (a class made with type() has no source to show)
+        assert cls.name == name and is_dataclass(cls) and cls.__module__ == modes_module.__name__
+        assert f"class {cls.__name__}(" in inspect.getsource(cls)
+    assert type(get_mode("PAS+calibration").base) is modes_module.PAS
+    assert type(get_mode("calibrated").base) is modes_module.NoChange
+
+
+def test_modes_module_keeps_the_names_imported_from_it():
+    from memalign.persona.evaluation import calibration, modes, profiles, setup
+
+    assert modes.EvalSetup is setup.EvalSetup and modes.ModePrediction is setup.ModePrediction
+    assert modes.calibrate is calibration.calibrate and modes.profile_text is profiles.profile_text
+    assert callable(modes.timed_predict) and modes.MODES is MODES
+
+
+def test_summary_leaves_subjects_without_test_answers_out():
+    answered = SubjectAnswers("a", {15: 5, 16: 1, 17: 2, 18: 4, 19: 2, 20: 3})
+    blank = SubjectAnswers("b", {1: 4})  # answers on training items only
+    predictions = {i: 3.0 for i in SPLIT.test}
+    rec_a = subject_record(answered, SPLIT.test, ITEMS, predictions, predictions)
+    rec_b = subject_record(blank, SPLIT.test, ITEMS, predictions, predictions)
+    assert rec_b["n_scored"] == 0 and math.isnan(rec_b["trait_sum"]) and rec_b["trait_mae"] == {}
+    both, alone = summarize([rec_a, rec_b]), summarize([rec_a])
+    assert both["score"]["sum_abs"] == alone["score"]["sum_abs"] > 0  # not dragged toward a "perfect" 0
+    assert both["score"]["std_sum_abs"] == alone["score"]["std_sum_abs"]
+    assert (both["n_subjects"], both["n_scored_subjects"], both["unscored_subjects"]) == (2, 1, ["b"])

@@ -63,6 +63,32 @@ def test_prompt_contract_on_tiny_tokenizer():
         contrast_answer_ids(tok, PromptConfig(answer_format="{letter} Answer:"))
 
 
+GEMMA_LIKE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+              "{% endif %}<turn>{{ m['role'] }}\n{{ m['content'] }}</turn>\n{% endfor %}"
+              "{% if add_generation_prompt %}<turn>model\n{% endif %}")
+
+
+def test_question_prompts_go_through_the_shared_chat_helper():
+    from memalign.chat_format import chat_input_ids, single_turn
+    from memalign.persona.prompts import question_prompt_ids, statement_text
+
+    item = ITEMS.item(1)
+    question = SHORT.question(statement_text(item))
+    tok = tiny_tokenizer()
+    ids = question_prompt_ids(tok, item, SHORT)
+    assert ids == chat_input_ids(tok, single_turn(question, "Answer."))
+    assert tok.decode(ids).endswith(f"{question}<|im_end|>\n<|im_start|>assistant\n")
+    decided = tok.decode(question_prompt_ids(tok, item, SHORT, system="Be brief.", decided="B"))
+    assert "system\nBe brief." in decided and f"{question}Answer (B).<|im_end|>" in decided
+    # a template that refuses a system turn gets it folded into the user turn
+    tok.chat_template = GEMMA_LIKE
+    folded = tok.decode(question_prompt_ids(tok, item, SHORT))
+    assert folded == f"<turn>user\nAnswer.\n\n{question}</turn>\n<turn>model\n"
+    # a base model (no template) gets chat_format's plain fallback: turns separated by blank lines
+    tok.chat_template = None
+    assert tok.decode(question_prompt_ids(tok, item, SHORT, system="Be brief.")) == f"Be brief.\n\n{question}\n\n"
+
+
 def test_fit_picks_from_grid_and_reports_cv(setup):
     _, _, aligner = setup
     result = aligner.fit(person(1))
@@ -170,8 +196,10 @@ def test_session_disk_cache_reuses_bank_and_activations(isolated_cache):
 
 
 def test_compat_layer_palign_flow():
-    from memalign.persona.compat import get_model
+    from memalign.persona import compat
+    from memalign.persona.palign_compat import PASLM, get_model
 
+    assert compat.get_model is get_model and compat.PASLM is PASLM  # the name docs/persona.md uses
     lm, tok = get_model("tiny:qwen3")
     dataset = [{"question": f"You {t}.", "answer_matching_behavior": "A", "answer_not_matching_behavior": "E"}
                for t in TEXTS[:8]]

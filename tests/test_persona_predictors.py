@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from memalign.errors import ConfigError
+from memalign.errors import ConfigError, DuplicateNameError, UnknownNameError
 from memalign.persona import Instrument, Item, SubjectAnswers
 from memalign.persona.metrics import alignment_score, item_errors, mean_score
 from memalign.persona.predictors import PREDICTORS, get_predictor
@@ -63,3 +63,15 @@ def test_ridge_learns_a_population_relation():
         got = ridge.predict(person)
         want = {i: float(person.raw_answer(i)) for i in TEST}
         assert all(abs(got[i] - want[i]) < 0.05 for i in TEST), (got, want)
+
+
+def test_predictor_registry_lists_known_names_and_refuses_duplicates_and_bad_parameters():
+    with pytest.raises(UnknownNameError, match="known: constant, item_mean, own_facet_mean, ridge"):
+        get_predictor("oracle")
+    with pytest.raises(DuplicateNameError, match="'ridge' is already registered"):
+        PREDICTORS.add("ridge", PREDICTORS["constant"])
+    assert PREDICTORS["ridge"].__name__ == "RidgePredictor"  # the refused entry did not replace it
+    with pytest.raises(ConfigError, match="predictor 'constant' has no parameter 'l2'; it takes instrument, value"):
+        get_predictor("constant", l2=1.0)
+    ridge = get_predictor("ridge", l2=3.0)
+    assert (ridge.name, ridge.l2) == ("ridge", 3.0)

@@ -205,3 +205,22 @@ def test_bake_matches_hook_after_reload_or_refuses(models, kind, tmp_path):
     assert torch.allclose(logits(reloaded, IDS), hooked, atol=1e-4)
     with pytest.raises(ConfigError, match="positions='all'"):
         bake(model, random_steering(model, positions="generated"), tmp_path / "x")
+
+
+def test_context_bank_option_columns_equal_the_soft_capped_head(models):
+    """``run(vocab=...)`` rebuilds the head for a few columns; Gemma's final soft-cap must be applied too."""
+    model = get(models, "gemma3_text")
+    contexts = [[5, 6, 7, 8, 20 + i] for i in range(3)]
+    bank = ContextBank.build(model, contexts, batch_size=2)
+    vocab = [3, 17, 42, 99]
+    config = model.config.get_text_config()
+    before = config.final_logit_softcapping
+    try:
+        outputs = {}
+        for cap in (None, 0.05):
+            config.final_logit_softcapping = cap
+            outputs[cap] = bank.run(model, [[9]] * 3)
+            assert torch.allclose(bank.run(model, [[9]] * 3, vocab=vocab), outputs[cap][:, vocab], atol=1e-5)
+        assert not torch.allclose(outputs[None], outputs[0.05], atol=1e-3)  # the cap really changes the logits
+    finally:
+        config.final_logit_softcapping = before

@@ -1,10 +1,17 @@
-"""Seed-compatible entry points: ``patch_hf`` with the reference EM-LLM/InfLLM parameter names.
+"""The reference project's API: EM-LLM's (and InfLLM's) ``patch_hf``, its parameter names and its YAML files.
+
+This module exists so that code and configs written for the reference implementation
+(em-llm/EM-LLM-model, descended from thunlp/InfLLM) run on memalign unchanged; memalign's own API is
+:class:`memalign.memory.EpisodicMemory` with an :class:`~memalign.memory.EMConfig`.
 
 ``patch_hf(model, attn_type="em_llm", n_local=..., n_init=..., ...)`` attaches episodic memory and
 returns the model; afterwards a plain ``model.generate(input_ids, ...)`` works for any prompt length
 (prefill is chunked by ``exc_block_size``). The reference YAML ``model:`` sections load unchanged
-(:func:`load_reference_config`); options that only tuned the reference's own GPU/CPU plumbing are
-accepted and ignored, options that would change results in a way memalign does not implement raise.
+(:func:`load_reference_config`). Options that only tuned the reference's own GPU/CPU plumbing are
+accepted and ignored; options that would change results in a way memalign does not implement raise.
+Every value that is used is checked as :class:`~memalign.memory.EMConfig` checks its fields (an integer
+stays an integer: ``n_local=32.5`` or ``exc_block_size=0`` is an error, never rounded or replaced by a
+default).
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
 from transformers import PreTrainedModel
 
 from memalign.errors import ConfigError
 from memalign.memory import EMConfig, EpisodicMemory
+from memalign.memory.config_file import read_yaml_mapping, require_mapping
+from memalign.memory.refinement import REFINEMENT_METRICS
+from memalign.memory.validate import check_bool, check_float
+from memalign.registry import Registry
 
-_ATTN_TYPES = {
-    "em_llm": {}, "em-llm": {}, "emllm": {},
-    **{name: {"segmentation": "uniform"} for name in ("inf_llm", "inf-llm", "infllm")},
-    "stream_llm": {"n_mem": 0}, "stream-llm": {"n_mem": 0}, "streaming": {"n_mem": 0},
-}
+# attn_type -> the EMConfig fields that define it (names and spellings of the reference).
+ATTENTION_TYPES: Registry[dict[str, Any]] = Registry(
+    "attn_type", normalize=lambda name: name.lower().replace("-", "_"),
+    hint="(or origin / full / none for unchanged attention)")
+ATTENTION_TYPES.add("em_llm", {}, aliases=("emllm",))
+ATTENTION_TYPES.add("inf_llm", {"segmentation": "uniform"}, aliases=("infllm",))
+ATTENTION_TYPES.add("stream_llm", {"n_mem": 0}, aliases=("streaming",))
 _FULL_ATTENTION = {"origin", "full", "none"}
 
 # Options of the reference that only configure its plumbing (GPU slot pools, offload thresholds, streams).
@@ -36,6 +48,18 @@ _IGNORED = {
 }
 # Options whose effect memalign reproduces with the model's own rotary module instead.
 _ROPE = {"base", "distance_scale"}
+_SPLITTERS = {"surprisal": "surprise", "surprise": "surprise", "random": "random"}
+
+
+def _flag(kw: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = kw.pop(name, default)
+    check_bool("patch_hf", name, value)
+    return value
+
+
+def _section(kw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = kw.pop(name, None)
+    return {} if value is None else dict(require_mapping(value, f"patch_hf {name}"))
 
 
 def em_config_from_reference(**kwargs: Any) -> EMConfig:
@@ -44,42 +68,51 @@ def em_config_from_reference(**kwargs: Any) -> EMConfig:
     fields: dict[str, Any] = {}
     for name in ("n_init", "n_local", "n_mem", "min_block_size", "max_block_size", "repr_topk"):
         if name in kw:
-            fields[name] = int(kw.pop(name))
-    chunk = kw.pop("exc_block_size", None) or kw.pop("chunk_size", None)
+            fields[name] = kw.pop(name)  # EMConfig checks the type: 32.5 or "32" is refused, not rounded
+    chunk, alias = kw.pop("exc_block_size", None), kw.pop("chunk_size", None)
+    if chunk is not None and alias is not None and chunk != alias:
+        raise ConfigError(f"patch_hf got exc_block_size={chunk!r} and chunk_size={alias!r}; they are the same "
+                          "setting (the prefill chunk), pass one")
+    chunk = chunk if chunk is not None else alias
     n_local = fields.get("n_local", EMConfig.n_local)
-    fields["chunk_size"] = int(chunk) if chunk else min(512, n_local)
-    fields.setdefault("max_block_size", min(128, n_local))
-    fields.setdefault("min_block_size", min(8, fields["max_block_size"]))
-    fields.setdefault("n_mem", max(min(n_local, 4096), fields["max_block_size"]))
-    fields.setdefault("n_init", min(128, n_local))
+    # Defaults scale with a small window; a bad n_local is left for EMConfig to name.
+    small = n_local if isinstance(n_local, int) and not isinstance(n_local, bool) and n_local > 0 else EMConfig.n_local
+    fields["chunk_size"] = chunk if chunk is not None else min(512, small)
+    fields.setdefault("max_block_size", min(128, small))
+    max_block = fields["max_block_size"]
+    max_block = max_block if isinstance(max_block, int) and not isinstance(max_block, bool) else 128
+    fields.setdefault("min_block_size", min(8, max_block))
+    fields.setdefault("n_mem", max(min(small, 4096), max_block))
+    fields.setdefault("n_init", min(128, small))
     if "surprisal_threshold_gamma" in kw:
-        fields["gamma"] = float(kw.pop("surprisal_threshold_gamma"))
-    if kw.pop("uniform_blocks", False):
+        fields["gamma"] = kw.pop("surprisal_threshold_gamma")
+    if _flag(kw, "uniform_blocks"):
         fields["segmentation"] = "uniform"
     splitter = kw.pop("em_splitter", None)
-    if splitter in ("random",):
-        fields["segmentation"] = "random"
-    elif splitter not in (None, "surprisal", "surprise"):
-        raise ConfigError(f"em_splitter={splitter!r} is not supported (surprisal, random)")
-    if kw.pop("random_topk_blocks", False):
+    if splitter is not None:
+        if splitter not in _SPLITTERS:
+            raise ConfigError(f"em_splitter={splitter!r} is not supported (surprisal, random)")
+        if _SPLITTERS[splitter] == "random":
+            fields["segmentation"] = "random"
+    if _flag(kw, "random_topk_blocks"):
         raise ConfigError("random_topk_blocks (random retrieval ablation) is not implemented in memalign")
-    refine = dict(kw.pop("similarity_refinement_kwargs", None) or {})
+    refine = _section(kw, "similarity_refinement_kwargs")
     for key in ("similarity_refinement", "refine_with_buffer", "refine_from_layer", "similarity_metric"):
         if key in kw:
             refine[key] = kw.pop(key)
-    if refine.get("similarity_refinement"):
+    if _flag(refine, "similarity_refinement"):
         metric = refine.get("similarity_metric", "modularity")
-        if metric not in ("modularity", "conductance"):
-            raise ConfigError(f"similarity_metric={metric!r} is not supported (modularity, conductance)")
+        if metric not in REFINEMENT_METRICS:
+            raise ConfigError(f"similarity_metric={metric!r} is not supported ({', '.join(REFINEMENT_METRICS)})")
         fields["refinement"] = metric
-        fields["refine_from_layer"] = int(refine.get("refine_from_layer", 20))
-    contiguity = dict(kw.pop("contiguity_buffer_kwargs", None) or {})
+        fields["refine_from_layer"] = refine.get("refine_from_layer", 20)
+    contiguity = _section(kw, "contiguity_buffer_kwargs")
     for key in ("use_contiguity_buffer", "contiguity_buffer_size"):
         if key in kw:
             contiguity[key] = kw.pop(key)
-    if contiguity.get("use_contiguity_buffer"):
-        size = float(contiguity.get("contiguity_buffer_size", 0.3))
-        fields["contiguity_fraction"] = size if size < 1 else min(size / max(fields["n_mem"], 1), 0.99)
+    if _flag(contiguity, "use_contiguity_buffer"):
+        fields["contiguity_fraction"] = _contiguity_fraction(contiguity.get("contiguity_buffer_size", 0.3),
+                                                             fields["n_mem"])
     rope_opts = _ROPE & set(kw)
     if rope_opts:
         warnings.warn(f"ignoring {sorted(rope_opts)}: memalign takes RoPE from the model's own rotary module "
@@ -91,25 +124,39 @@ def em_config_from_reference(**kwargs: Any) -> EMConfig:
     return EMConfig(**fields)
 
 
+def _contiguity_fraction(size: Any, n_mem: Any) -> float:
+    """The reference's ``contiguity_buffer_size``: a share of ``n_mem`` below 1, else a token count."""
+    check_float("patch_hf", "contiguity_buffer_size", size, 0.0, float("inf"), high_open=True)
+    if size < 1:
+        return float(size)
+    if not isinstance(n_mem, int) or isinstance(n_mem, bool) or size >= n_mem:
+        raise ConfigError(f"patch_hf contiguity_buffer_size={size!r} tokens must be below n_mem={n_mem!r} "
+                          "(or a share of it below 1)")
+    return size / n_mem
+
+
 def patch_hf(model: PreTrainedModel, attn_type: str = "em_llm", **kwargs: Any) -> PreTrainedModel:
     """Enable episodic memory on ``model`` in place (reference API); returns the model.
 
     ``attn_type``: ``em_llm`` (surprise events), ``inf_llm`` (fixed blocks), ``stream_llm`` (sinks + window)
-    or ``origin`` (unchanged). Undo with :func:`unpatch_hf`.
+    or ``origin`` (unchanged). Undo with :func:`unpatch_hf`. Every argument is checked before the model is
+    touched.
     """
-    key = attn_type.lower()
-    if key in _FULL_ATTENTION:
+    if not isinstance(model, PreTrainedModel):
+        raise ConfigError(f"patch_hf needs a transformers PreTrainedModel, got {type(model).__name__}")
+    if not isinstance(attn_type, str):
+        raise ConfigError(f"patch_hf attn_type must be a string, got {attn_type!r} ({type(attn_type).__name__})")
+    if attn_type.lower() in _FULL_ATTENTION:
         return model
-    if key not in _ATTN_TYPES:
-        raise ConfigError(f"unknown attn_type {attn_type!r}; use one of em_llm, inf_llm, stream_llm, origin")
-    config = em_config_from_reference(**kwargs).replace(**_ATTN_TYPES[key])
+    config = em_config_from_reference(**kwargs).replace(**ATTENTION_TYPES[attn_type])
+    memory = EpisodicMemory(model, config)  # checks the config against the model before detaching anything
     unpatch_hf(model)
-    memory = EpisodicMemory(model, config).attach()
-    model.memalign_memory = memory
+    model.memalign_memory = memory.attach()
     return model
 
 
 def unpatch_hf(model: PreTrainedModel) -> PreTrainedModel:
+    """Detach what :func:`patch_hf` attached (a no-op on an unpatched model); returns the model."""
     memory = getattr(model, "memalign_memory", None)
     if memory is not None:
         memory.detach()
@@ -118,12 +165,9 @@ def unpatch_hf(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_reference_config(path: str | Path) -> dict[str, Any]:
-    """Read a reference EM-LLM YAML; returns ``{"attn_type": ..., **model_section, "chunk_size": ...}``."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    model = dict(data.get("model", {}))
+    """Read a reference EM-LLM YAML; returns ``{"attn_type": ..., **model_section, "exc_block_size": ...}``."""
+    data = read_yaml_mapping(path, "EM-LLM config")
+    model = dict(require_mapping(data.get("model", {}), f"EM-LLM config {str(path)!r} key model"))
     attn_type = model.pop("type", "em-llm")
     if "chunk_size" in data and "exc_block_size" not in model:
         model["exc_block_size"] = data["chunk_size"]

@@ -1,23 +1,36 @@
-"""Multi-turn chat on top of ``model.generate`` with a streamed answer."""
+"""Multi-turn chat sessions: plain (re-encode the conversation for ``model.generate``) and memory-backed
+(feed only the new turn into episodic memory). Prompts come from :mod:`memalign.chat_format`.
+
+A streamed answer goes to a ``stream`` callback that receives text pieces as they are decoded; the
+library never prints by itself. ``stream=True`` is a shorthand for writing the pieces to ``sys.stdout``
+(what a terminal chat wants), for callers that have no display of their own.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
+from memalign.chat_format import chat_input_ids, render_chat
+from memalign.text import common_prefix_length
 
-def build_chat_inputs(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> torch.Tensor:
-    """Token ids for a conversation ending in a generation prompt; plain text for base models."""
-    if tokenizer.chat_template:
-        # Qwen3 templates honour enable_thinking; others ignore unknown template kwargs.
-        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False,
-                                            return_tensors="pt", return_dict=True)
-        return out["input_ids"]
-    text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-    return tokenizer(text, return_tensors="pt")["input_ids"]
+TextSink = Callable[[str], Any]
+Stream = bool | TextSink
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _streamer(tokenizer: PreTrainedTokenizerBase, stream: Stream) -> TextStreamer | None:
+    if stream is False or stream is None:
+        return None
+    return _CallbackStreamer(tokenizer, _write_stdout if stream is True else stream)
 
 
 class ChatSession:
@@ -31,10 +44,11 @@ class ChatSession:
         self.generate_kwargs = {"do_sample": False, **generate_kwargs}
 
     @torch.inference_mode()
-    def ask(self, question: str, stream: bool = False) -> str:
+    def ask(self, question: str, stream: Stream = False) -> str:
+        """Answer ``question`` in the conversation; ``stream``: a callback for text pieces (True: stdout)."""
         self.messages.append({"role": "user", "content": question})
-        input_ids = build_chat_inputs(self.tokenizer, self.messages).to(self.model.device)
-        streamer = _StdoutStreamer(self.tokenizer) if stream else None
+        input_ids = torch.tensor([chat_input_ids(self.tokenizer, self.messages)], device=self.model.device)
+        streamer = _streamer(self.tokenizer, stream)
         output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
                                      max_new_tokens=self.max_new_tokens, streamer=streamer,
                                      pad_token_id=self.tokenizer.pad_token_id, **self.generate_kwargs)
@@ -43,13 +57,15 @@ class ChatSession:
         return answer
 
 
-class _StdoutStreamer(TextStreamer):
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+class _CallbackStreamer(TextStreamer):
+    """Hands each decoded piece of the answer (prompt skipped) to ``sink``; a newline ends the answer."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, sink: TextSink) -> None:
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.sink = sink
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        sys.stdout.write(text + ("\n" if stream_end else ""))
-        sys.stdout.flush()
+        self.sink(text + ("\n" if stream_end else ""))
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
@@ -77,26 +93,27 @@ class MemoryChatSession:
         self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         self.eos = _eos_ids(memory.model, tokenizer)
         self.fed_ids: list[int] = []  # every token now in memory, in order (introspection and tests)
+        self._in_memory: list[dict[str, str]] = []  # the messages whose rendering memory already holds
         self._pending_close = ""
         self.last_generated: list[int] = []
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-        if not messages:
-            return ""
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
-                                                      enable_thinking=False)
-        text = "\n\n".join(m["content"] for m in messages)
-        return text + ("\n\n" if generation_prompt else "")
+        return render_chat(self.tokenizer, messages, add_generation_prompt=generation_prompt)
 
-    def _delta_text(self, before: list[dict[str, str]], generation_prompt: bool) -> str:
-        previous = self._render(before, generation_prompt=False)
+    def _delta_text(self, generation_prompt: bool) -> str:
+        """Rendered text of the conversation past what memory holds (a system prompt is fed with the first turn)."""
+        previous = self._render(self._in_memory, generation_prompt=False)
         full = self._render(self.messages, generation_prompt=generation_prompt)
-        common = len(previous) if full.startswith(previous) else _common_prefix(previous, full)
+        common = len(previous) if full.startswith(previous) else common_prefix_length(previous, full)
         return self._pending_close + full[common:]
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        """Token ids of ``text``; the template's text holds its special tokens, so only a template-less first
+        feed gets the tokenizer's own (BOS), as :func:`~memalign.chat_format.chat_input_ids` gives it."""
+        if not text:
+            return []
+        first_plain = not self.fed_ids and not self.tokenizer.chat_template
+        return self.tokenizer(text, add_special_tokens=first_plain)["input_ids"]
 
     def _feed(self, ids: list[int], progress: Any = None) -> None:
         if ids:
@@ -105,27 +122,28 @@ class MemoryChatSession:
 
     def read(self, document: str, progress: Any = None) -> int:
         """Put a document into memory as a user turn acknowledged by the assistant; returns its tokens."""
-        before = list(self.messages)
         self.messages.append({"role": "user",
                               "content": f"Read the following document; I will ask questions about it.\n\n{document}"})
         self.messages.append({"role": "assistant", "content": "I have read the document."})
-        ids = self._encode(self._delta_text(before, generation_prompt=False))
+        ids = self._encode(self._delta_text(generation_prompt=False))
         self._pending_close = ""
         self._feed(ids, progress)
+        self._in_memory = list(self.messages)
         return len(ids)
 
     @torch.inference_mode()
-    def ask(self, question: str, stream: bool = False) -> str:
-        before = list(self.messages)
+    def ask(self, question: str, stream: Stream = False) -> str:
+        """Answer ``question``, feeding only the new turn; ``stream``: a callback for text pieces (True: stdout)."""
         self.messages.append({"role": "user", "content": question})
-        ids = self._encode(self._delta_text(before, generation_prompt=True))
-        streamer = _StdoutStreamer(self.tokenizer) if stream else None
+        ids = self._encode(self._delta_text(generation_prompt=True))
+        streamer = _streamer(self.tokenizer, stream)
         new = self.memory.generate(torch.tensor([ids]), max_new_tokens=self.max_new_tokens, cache=self.cache,
                                    eos_token_id=sorted(self.eos), streamer=streamer)[0].tolist()
         self.last_generated = new
         self.fed_ids.extend(ids + new[:-1])  # the last token is fed at the start of the next turn
         answer = self.tokenizer.decode(new, skip_special_tokens=True).strip()
         self.messages.append({"role": "assistant", "content": answer})
+        self._in_memory = list(self.messages)
         self._pending_close = self._closing_after(new)
         if new:
             self.fed_ids.append(new[-1])
@@ -141,11 +159,3 @@ class MemoryChatSession:
                 closing = closing[len(eos_text):]
         return closing
 
-
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -27,6 +27,8 @@ from transformers import (
     Qwen3MoeConfig,
 )
 
+from memalign.registry import Registry
+
 TINY_VOCAB = 512
 _COMMON: dict[str, Any] = dict(
     vocab_size=TINY_VOCAB,
@@ -47,39 +49,38 @@ def _cfg(cls: type[PretrainedConfig], **overrides: Any) -> Callable[[], Pretrain
     return lambda: cls(**{**_COMMON, **overrides})
 
 
-TINY_CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
-    # head_dim 32 x 4 heads = 128 != hidden 64, as in real Qwen3 (16 x 128 != 1024).
-    "qwen3": _cfg(Qwen3Config, head_dim=32),
-    "qwen3_moe": _cfg(
-        Qwen3MoeConfig, head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-        decoder_sparse_step=1, mlp_only_layers=[],
-    ),
-    "llama": _cfg(
-        LlamaConfig,
-        rope_parameters={
-            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
-        },
-    ),
-    "mistral": _cfg(MistralConfig, sliding_window=None),
-    "qwen2": _cfg(Qwen2Config),
-    "phi3": _cfg(Phi3Config),
-    "phi3_partial": _cfg(Phi3Config, partial_rotary_factor=0.5),
-    # 6 layers: five sliding-window layers then one global, as Gemma3's 5:1 pattern.
-    "gemma3_text": _cfg(
-        Gemma3TextConfig, head_dim=32, num_hidden_layers=6, num_key_value_heads=1, sliding_window=16,
-        query_pre_attn_scalar=32,
-    ),
-}
+TINY_CONFIGS: Registry[Callable[[], PretrainedConfig]] = Registry(
+    "tiny model kind", hint="(use tiny:<kind>)"
+)
+# head_dim 32 x 4 heads = 128 != hidden 64, as in real Qwen3 (16 x 128 != 1024).
+TINY_CONFIGS.add("qwen3", _cfg(Qwen3Config, head_dim=32))
+TINY_CONFIGS.add("qwen3_moe", _cfg(
+    Qwen3MoeConfig, head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+    decoder_sparse_step=1, mlp_only_layers=[],
+))
+TINY_CONFIGS.add("llama", _cfg(
+    LlamaConfig,
+    rope_parameters={
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
+    },
+))
+TINY_CONFIGS.add("mistral", _cfg(MistralConfig, sliding_window=None))
+TINY_CONFIGS.add("qwen2", _cfg(Qwen2Config))
+TINY_CONFIGS.add("phi3", _cfg(Phi3Config))
+TINY_CONFIGS.add("phi3_partial", _cfg(Phi3Config, partial_rotary_factor=0.5))
+# 6 layers: five sliding-window layers then one global, as Gemma3's 5:1 pattern.
+TINY_CONFIGS.add("gemma3_text", _cfg(
+    Gemma3TextConfig, head_dim=32, num_hidden_layers=6, num_key_value_heads=1, sliding_window=16,
+    query_pre_attn_scalar=32,
+))
 
 TINY_KINDS: tuple[str, ...] = tuple(TINY_CONFIGS)
 
 
 def tiny_config(kind: str) -> PretrainedConfig:
-    try:
-        return TINY_CONFIGS[kind]()
-    except KeyError:
-        raise ValueError(f"unknown tiny model kind {kind!r}; choose from {', '.join(TINY_KINDS)}") from None
+    """A fresh config of the tiny ``kind``; an unknown kind raises :class:`~memalign.errors.UnknownNameError`."""
+    return TINY_CONFIGS[kind]()
 
 
 def tiny_model(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32,

@@ -2,33 +2,28 @@
 
 Every method answers one prompt greedily from the same token ids under the same budget:
 
-* ``full``: the unmodified model. Chunked prefill into a ``DynamicCache`` through the base model
-  (no LM head, so full-vocabulary logits are never materialised for the prompt), the head applied to
-  the last position only, then greedy decoding.
+* ``full``: the unmodified model through ``model.generate`` with chunked prefill (``prefill_chunk_size``;
+  ``generate`` keeps only the last position's logits), greedy decoding.
 * memory methods, all built on :class:`memalign.memory.EpisodicMemory` with one :class:`Budget`:
   ``streaming`` (attention sinks + a window that gets the whole budget: ``n_mem = 0``), ``infllm``
   (fixed 128-token blocks), ``em-llm`` (surprise segmentation) and the EM-LLM variants with graph
   refinement and/or the contiguity buffer. Equal budget means equal ``n_init + n_local + n_mem``.
-
-Until the EM engine exports ``EMConfig`` and ``EpisodicMemory`` the memory methods raise
-:class:`EngineUnavailableError`; nothing is emulated.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
-from memalign.errors import ConfigError, MemalignError
-
-
-class EngineUnavailableError(MemalignError, RuntimeError):
-    """A memory method was asked for but ``memalign.memory`` does not provide the EM engine yet."""
+from memalign.errors import ConfigError
+from memalign.memory import EMConfig, EpisodicMemory
+from memalign.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -111,38 +106,29 @@ class FullAttention(Method):
     @torch.inference_mode()
     def generate(self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int,
                  stop_ids: set[int]) -> list[int]:
-        base = getattr(model, model.base_model_prefix)
-        head = model.get_output_embeddings()
-        cache = DynamicCache(config=model.config)
-        hidden = None
-        for start in range(0, input_ids.shape[1], self.prefill_chunk):
-            out = base(input_ids=input_ids[:, start:start + self.prefill_chunk], past_key_values=cache, use_cache=True)
-            hidden = out.last_hidden_state[:, -1:]
-        assert hidden is not None  # input_ids is never empty: a prompt has at least the template tokens
-        token = int(head(hidden)[0, -1].argmax())  # soft-capping (Gemma) is monotonic: argmax unchanged
-        generated: list[int] = []
-        for _ in range(max_new_tokens):
-            if token in stop_ids:
-                break
-            generated.append(token)
-            if len(generated) == max_new_tokens:
-                break
-            step = model(input_ids=torch.tensor([[token]], device=input_ids.device), past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-            token = int(step.logits[0, -1].argmax())
-        return generated
+        config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                  prefill_chunk_size=self.prefill_chunk, eos_token_id=sorted(stop_ids),
+                                  pad_token_id=0)
+        with _only_this_generation_config(model, config):
+            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
+        return _truncate_at_stop([int(t) for t in out[0, input_ids.shape[1]:].tolist()], stop_ids)
 
 
-def em_api() -> tuple[type, type]:
-    """``(EMConfig, EpisodicMemory)`` from :mod:`memalign.memory`, or a clear error while it is not there."""
+@contextmanager
+def _only_this_generation_config(model: PreTrainedModel, config: GenerationConfig) -> Iterator[None]:
+    """Plain greedy decoding, whatever the checkpoint's ``generation_config.json`` asks for.
+
+    ``generate`` fills every field the passed config leaves unset from ``model.generation_config``, so a
+    checkpoint's ``repetition_penalty``, ``no_repeat_ngram_size`` or ``suppress_tokens`` would silently
+    change the baseline's answers (and make it incomparable with the memory methods, which decode by
+    argmax). The model's own config is set aside for the call and restored afterwards.
+    """
+    saved = model.generation_config
+    model.generation_config = config
     try:
-        from memalign.memory import EMConfig, EpisodicMemory  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            "EM engine not available: memalign.memory does not export EMConfig/EpisodicMemory yet "
-            f"({exc}); memory methods (streaming, infllm, em-llm*) need it. Run `--methods full` meanwhile."
-        ) from None
-    return EMConfig, EpisodicMemory
+        yield
+    finally:
+        model.generation_config = saved
 
 
 @dataclass
@@ -166,9 +152,8 @@ class MemoryMethod(Method):
         return {**sizes, "chunk_size": b.chunk_size, **distance, "last_token_alone": b.last_token_alone,
                 **self.fields}
 
-    def em_config(self) -> Any:
-        em_config_cls, _ = em_api()
-        return em_config_cls(**self.em_fields())
+    def em_config(self) -> EMConfig:
+        return EMConfig(**self.em_fields())
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "budget": asdict(self.budget), "em_config": self.em_fields()}
@@ -176,9 +161,7 @@ class MemoryMethod(Method):
     @torch.inference_mode()
     def generate(self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int,
                  stop_ids: set[int]) -> list[int]:
-        _, memory_cls = em_api()
-        cfg = self.em_config()
-        with memory_cls(model, cfg) as mem:
+        with EpisodicMemory(model, self.em_config()) as mem:
             cache, logits = mem.prefill(input_ids)
             # What the query that produces the first answer token could see, per memory layer.
             sequence = cache.sequences[0]
@@ -188,37 +171,51 @@ class MemoryMethod(Method):
 
 
 MethodFactory = Callable[[Budget], Method]
-METHODS: dict[str, MethodFactory] = {}
-DESCRIPTIONS: dict[str, str] = {}
 
 
-def register_method(name: str, description: str) -> Callable[[MethodFactory], MethodFactory]:
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: how to build it from a budget, and the line ``memalign bench methods`` shows."""
+
+    factory: MethodFactory
+    description: str
+    uses_budget: bool = True
+
+    def __call__(self, budget: Budget) -> Method:
+        return self.factory(budget)
+
+
+METHODS: Registry[MethodSpec] = Registry("method", hint="(`memalign bench methods` lists them)")
+
+
+def register_method(name: str, description: str, *, uses_budget: bool = True) -> Callable[[MethodFactory],
+                                                                                          MethodFactory]:
+    """Decorator: register a method factory under ``name``; a taken name raises at import time."""
     def deco(factory: MethodFactory) -> MethodFactory:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        METHODS[name], DESCRIPTIONS[name] = factory, description
+        METHODS.add(name, MethodSpec(factory, description, uses_budget))
         return factory
     return deco
 
 
 def make_method(name: str, budget: Budget, prefill_chunk: int = 2048) -> Method:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    """The method registered as ``name`` for ``budget``; an unknown name lists the known ones."""
     method = METHODS[name](budget)
     if isinstance(method, FullAttention):
         method.prefill_chunk = prefill_chunk
+        method.__post_init__()
     return method
 
 
 def is_memory_method(name: str) -> bool:
-    return name in METHODS and name != "full"
+    """True for the methods that run on the EM engine under a KV budget (everything but ``full``)."""
+    return name in METHODS and METHODS[name].uses_budget
 
 
 _SURPRISE = {"segmentation": "surprise", "refinement": None, "contiguity_fraction": 0.0}
 _CONTIGUITY = 0.3  # EM-LLM's shipped contiguity_buffer_size
 
 
-@register_method("full", "unmodified model, full attention (chunked prefill); ignores the budget")
+@register_method("full", "unmodified model, full attention (chunked prefill); ignores the budget", uses_budget=False)
 def _full(budget: Budget) -> Method:
     return FullAttention()
 

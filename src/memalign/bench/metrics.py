@@ -31,25 +31,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from memalign.errors import ConfigError
+from memalign.registry import Registry
 
 Metric = Callable[[str, Sequence[Any], dict[str, Any]], float]
-METRICS: dict[str, Metric] = {}
-
-
-def register_metric(name: str) -> Callable[[Metric], Metric]:
-    def deco(fn: Metric) -> Metric:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} registered twice")
-        METRICS[name] = fn
-        return fn
-    return deco
+METRICS: Registry[Metric] = Registry("metric")
+register_metric = METRICS.register  # ``@register_metric("name")``: a second scorer under one name raises
 
 
 def get_metric(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ConfigError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}") from None
+    """The scorer registered as ``name``; an unknown name raises :class:`UnknownNameError` listing the known."""
+    return METRICS[name]
 
 
 def score_prediction(metric: str, prediction: str, answers: Sequence[Any], meta: dict[str, Any] | None = None) -> float:

@@ -1,6 +1,7 @@
 """Turning a :class:`Record` into token ids, the same way for every method and for the kvpress peer.
 
-The prompt is the chat template applied to one user turn ``context + question``, followed by the
+The prompt is the chat template applied to one user turn ``context + question`` (through
+:func:`memalign.chat_format.render_chat`, the framing every memalign prompt gets), followed by the
 ``answer_prefix`` after the assistant header (what kvpress's pipeline builds). Records flagged
 ``chat_template=False`` (LongBench's few-shot and code tasks, base models without a template) are
 fed as raw text (question and answer prefix then joined by one space). ``context_len`` marks how
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from memalign.bench.records import Record
+from memalign.chat_format import render_chat, single_turn
+from memalign.errors import ConfigError
+from memalign.text import common_prefix_length
 
 # Never appears in real text; splits the rendered template into (head + context) and (question + tail).
 _SENTINEL = "\u2063<<memalign-question>>\u2063"
@@ -32,13 +36,11 @@ class EncodedPrompt:
 def render(tokenizer: PreTrainedTokenizerBase, record: Record) -> tuple[str, str, bool]:
     """(text up to the end of the context, the rest, whether the tokenizer should add special tokens)."""
     if record.chat_template and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": record.context + _SENTINEL + record.question}],
-            add_generation_prompt=True, tokenize=False, enable_thinking=False,
-        )
+        text = render_chat(tokenizer, single_turn(record.context + _SENTINEL + record.question))
         head, sep, tail = text.partition(_SENTINEL)
         if not sep:
-            raise ValueError("the chat template dropped part of the user message; cannot split context/question")
+            raise ConfigError("the model's chat template dropped part of the user message, so the prompt cannot be "
+                              "split into context and question; use a model whose template keeps the message")
         return head, tail + record.answer_prefix, False
     # Raw prompts (no chat turn to separate them): one space between a question and an answer prefix.
     glue = " " if record.answer_prefix and record.question and not record.question[-1].isspace() else ""
@@ -50,12 +52,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, record: Record) -> EncodedPrompt:
     ids = tokenizer(head + tail, add_special_tokens=special)["input_ids"]
     head_ids = tokenizer(head, add_special_tokens=special)["input_ids"]
     # A token may straddle the boundary; the context part is the longest common prefix.
-    n = 0
-    for a, b in zip(ids, head_ids, strict=False):
-        if a != b:
-            break
-        n += 1
-    return EncodedPrompt(list(ids), n)
+    return EncodedPrompt(list(ids), common_prefix_length(ids, head_ids))
 
 
 def count_tokens(tokenizer: PreTrainedTokenizerBase, record: Record) -> int:

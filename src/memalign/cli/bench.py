@@ -10,7 +10,7 @@ from rich.table import Table
 
 from memalign.cli import app
 from memalign.cli.display import console
-from memalign.errors import ConfigError
+from memalign.errors import ConfigError, DataError
 
 bench_app = typer.Typer(help="Long-context benchmarks: run tasks x lengths x methods, report.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -37,9 +37,12 @@ def _depths(text: str | None) -> tuple[float, ...] | None:
     if not text:
         return None
     try:
-        return tuple(float(d) for d in text.split(","))
+        values = tuple(float(d) for d in text.split(","))
     except ValueError:
         raise ConfigError(f"bad --depths {text!r}: comma-separated fractions such as 0,0.5,1") from None
+    if any(not 0.0 <= d <= 1.0 for d in values):
+        raise ConfigError(f"bad --depths {text!r}: every depth is a fraction in [0, 1]")
+    return values
 
 
 @bench_app.command("tasks")
@@ -59,13 +62,13 @@ def tasks_cmd() -> None:
 @bench_app.command("methods")
 def methods_cmd() -> None:
     """List the registered methods."""
-    from memalign.bench.methods import DESCRIPTIONS
+    from memalign.bench.methods import METHODS
 
     table = Table(title="memalign bench methods")
     table.add_column("method", no_wrap=True)
     table.add_column("description", overflow="fold", ratio=1)
-    for name, text in DESCRIPTIONS.items():
-        table.add_row(name, text)
+    for name, spec in METHODS.items():
+        table.add_row(name, spec.description)
     console.print(table)
 
 
@@ -98,6 +101,8 @@ def run_cmd(
     threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
 ) -> None:
     """Run every task x length x method and write predictions, metrics and config per configuration."""
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0: torch's default), got {threads}")
     if threads:
         import torch
 
@@ -110,9 +115,10 @@ def run_cmd(
     results = run_sweep(_names(task), parse_lengths(lengths), _names(methods), model, out, samples=samples, seed=seed,
                         budget=budget, dtype=dtype, prefill_chunk=prefill_chunk, haystack=haystack,
                         data_dir=data_dir, depths=_depths(depths))
-    from memalign.bench.report import print_table
+    from memalign.bench.report import score_tables
+    from memalign.cli.tables import print_tables
 
-    print_table([(r["config"]["name"], r) for r in results])
+    print_tables(score_tables([(r["config"]["name"], r) for r in results]))
 
 
 @bench_app.command("generate")
@@ -129,21 +135,40 @@ def generate_cmd(
 ) -> None:
     """Write task records as JSONL with the exact prompt token ids (for the kvpress peer or other tools)."""
     from memalign.bench.export import export_records
+    from memalign.bench.loaders.haystack import read_haystack
 
+    if samples <= 0:
+        raise ConfigError(f"--samples must be > 0, got {samples}")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; pass the JSONL file to write")
+    if haystack is not None:
+        read_haystack(haystack)  # a wrong folder fails before the tokenizer loads
     n = export_records(_names(task), parse_lengths(lengths), model, out, samples=samples, seed=seed,
                        haystack=haystack, data_dir=data_dir, depths=_depths(depths))
     console.print(f"wrote {n} records to {out}")
 
 
+def _read_config(path: Path) -> dict:
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not readable YAML ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: not a mapping of configuration keys")
+    return config
+
+
 @bench_app.command("score")
 def score_cmd(directories: list[Path] = typer.Argument(..., help="result folders with predictions.jsonl")) -> None:
     """(Re)compute metrics.json from predictions.jsonl (e.g. for predictions written by another tool)."""
-    import yaml
-
-    from memalign.bench.runner import CONFIG_FILE, finalize
+    from memalign.bench.runner import CONFIG_FILE, PREDICTIONS_FILE, finalize
 
     for directory in directories:
-        config = yaml.safe_load((directory / CONFIG_FILE).read_text()) if (directory / CONFIG_FILE).is_file() else {}
+        if not (directory / PREDICTIONS_FILE).is_file():
+            raise DataError(f"{directory}: no {PREDICTIONS_FILE} there (pass result folders of `memalign bench run`)")
+        config = _read_config(directory / CONFIG_FILE) if (directory / CONFIG_FILE).is_file() else {}
         metrics = finalize(directory, config)
         console.print(f"{directory}: score {metrics['score']} (n={metrics['n']}, failed {metrics['n_failed']})")
 
@@ -162,44 +187,39 @@ def report_cmd(
     """Print a score table (method x length per model and task), a head-to-head of methods over the
     prompts both answered, and write plots."""
     from memalign.bench.report import (
-        collect,
-        collect_items,
-        head_to_head,
-        markdown_head_to_head,
-        markdown_summary,
-        markdown_table,
-        print_head_to_head,
-        print_summary,
-        print_table,
+        head_to_head_table,
+        score_tables,
         summary_grid,
+        summary_tables,
         write_plots,
     )
+    from memalign.bench.results import collect, collect_items
+    from memalign.bench.statistics import head_to_head
+    from memalign.cli.tables import print_tables
+    from memalign.reporting import markdown_document
 
     results = collect(directories)
     if not results:
         raise ConfigError(f"no metrics.json under {', '.join(map(str, directories))}")
     min_length = 0 if compare_from.strip() in ("", "0") else parse_lengths(compare_from)[0]
-    print_table(results)
-    grid = {}
+    scores = score_tables(results)
+    print_tables(scores)  # first: a --summary error below refers to the labels in these tables
+    summaries = []
     if summary.strip():
         try:
-            grid = summary_grid(results, [m.strip() for m in summary.split(",") if m.strip()])
-        except ValueError as exc:
+            summaries = summary_tables(summary_grid(results, _names([summary])))
+        except ConfigError as exc:
             raise ConfigError(f"--summary: {exc}") from None
-        if not grid:
+        if not summaries:
             raise ConfigError(f"--summary {summary}: no results of those methods (labels in the tables above)")
-        print_summary(grid)
     pairs = head_to_head(collect_items(directories, min_length))
-    if pairs:
-        print_head_to_head(pairs, min_length)
+    h2h = [head_to_head_table(pairs, min_length)] if pairs else []
+    print_tables([*summaries, *h2h])
     written = write_plots(results, plots or directories[0] / "plots")
     for path in written:
         console.print(f"plot: {path}")
     if markdown:
-        text = (markdown_summary(grid) + "\n" if grid else "") + markdown_table(results)
-        if pairs:
-            text += "\n" + markdown_head_to_head(pairs, min_length)
-        markdown.write_text(text)
+        markdown.write_text(markdown_document([*summaries, *scores, *h2h]), encoding="utf-8")
         console.print(f"table: {markdown}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,6 +14,11 @@ from memalign.errors import MemalignError
 from memalign.models.loading import load_model
 from memalign.models.presets import DEFAULT_PRESET
 from memalign.progress import progress_bar
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from memalign.generation import MemoryChatSession
 
 
 @app.command()
@@ -27,14 +33,14 @@ def chat(
     persona: Path | None = typer.Option(None, "--persona", help="a steering directory from `persona align`"),
     max_new_tokens: int = typer.Option(256, help="length limit of each answer"),
     dtype: str = typer.Option("auto", help="auto (bf16 where native, else fp32), bf16, fp32 or fp16"),
-    device: str = typer.Option("cpu", help="torch device, e.g. cuda"),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:N, mps or xpu"),
 ) -> None:
     """Chat with a model (one turn with --prompt, else interactive until an empty line)."""
-    from memalign.generation import ChatSession, MemoryChatSession
-
     if context is not None and memory is None:
         memory = "small"  # reading a document needs memory; the small preset suits CPU models
+    # Loading first: it checks --model, --device and --dtype before the generation stack is imported.
     model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
+    from memalign.generation import ChatSession, MemoryChatSession
     with contextlib.ExitStack() as stack:
         if persona is not None:
             stack.enter_context(_persona(persona, model_obj))
@@ -61,7 +67,7 @@ def chat(
             session.ask(question, stream=True)
 
 
-def _persona(path: Path, model):
+def _persona(path: Path, model: PreTrainedModel) -> contextlib.AbstractContextManager:
     try:
         from memalign.persona import load_steering
     except ImportError as exc:
@@ -69,7 +75,7 @@ def _persona(path: Path, model):
     return load_steering(path, model).apply(model)
 
 
-def _read_document(session, path: Path) -> None:
+def _read_document(session: MemoryChatSession, path: Path) -> None:
     import time
 
     text = path.read_text(errors="replace")

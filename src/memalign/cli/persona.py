@@ -28,6 +28,14 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
         raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers, at least one (``--k 2.5`` is refused, not rounded)."""
+    values = _floats(text, name)
+    if not values or any(not v.is_integer() or v < 1 for v in values):
+        raise ConfigError(f"{name} must be comma-separated whole numbers >= 1, got {text!r}")
+    return tuple(int(v) for v in values)
+
+
 @persona_app.command()
 def quiz(
     out: Path = typer.Option(..., "--out", "-o", help="answers file to write (JSON, accepted by `align --answers`)"),
@@ -107,9 +115,7 @@ def align(
         save_steering,
     )
 
-    ks = tuple(int(v) for v in _floats(k, "--k"))
-    if not ks:
-        raise ConfigError("--k needs at least one value")
+    ks = _ints(k, "--k")
     if palign:
         config, prompts = FitConfig.palign(cv_folds=cv_folds, seed=seed), PromptConfig.palign()
     else:

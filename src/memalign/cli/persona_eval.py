@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import typer
 
 from memalign.cli.display import console
-from memalign.cli.persona import ITEM_KEY_HELP, _floats, persona_app
-from memalign.errors import ConfigError
+from memalign.cli.persona import ITEM_KEY_HELP, _floats, _ints, persona_app
+from memalign.errors import ConfigError, DataError
 
 DATA_FILES = {"item_key": "ipip_neo_300_itemkey.csv", "split": "mpi_300_split.json", "rewordings": "mpi_120.csv",
               "subjects": "subjects_200.json", "personality_prompts": "personality_prompt_200.json"}
@@ -26,28 +26,12 @@ def _from_data(value: Path | None, data: Path | None, key: str, required: bool =
     return None
 
 
-def load_personality_prompts(path: Path, subjects_in_file: list[str]) -> dict[str, str]:
-    """PAlign's ``personality_prompt*.json``: a list in the subjects file's order, text in ``output[0]``.
-
-    A mapping ``{subject id: text}`` is accepted too.
-    """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read personality prompts {path}: {err}") from None
-    if isinstance(data, dict):
-        return {str(k): (v["output"][0] if isinstance(v, dict) else str(v)) for k, v in data.items()}
-    if not isinstance(data, list) or len(data) != len(subjects_in_file):
-        raise ConfigError(f"{path} must be a list with one entry per subject of the subjects file "
-                          f"({len(subjects_in_file)}), in the same order; it has "
-                          f"{len(data) if isinstance(data, list) else type(data).__name__}")
-    out = {}
-    for n, (sid, entry) in enumerate(zip(subjects_in_file, data, strict=True)):
-        try:
-            out[sid] = entry["output"][0] if isinstance(entry, dict) else str(entry)
-        except (KeyError, IndexError, TypeError):
-            raise ConfigError(f"{path} entry {n}: expected {{'output': [text, ...]}}") from None
-    return out
+def _file_record(path: Path | None, sha256: str | None = None) -> dict[str, str] | None:
+    """Where a data file lies (provenance) and the sha256 of its bytes (compared on resume)."""
+    if path is None:
+        return None
+    digest = sha256 or hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"path": str(path.resolve()), "sha256": digest}
 
 
 @persona_app.command("eval")
@@ -56,7 +40,7 @@ def eval_cmd(
                               "(see `memalign persona modes`)"),
     model: str | None = typer.Option(None, "--model", "--model_file", "-m",
                                      help="preset, .gguf, local dir or hub id (not needed for predictor modes)"),
-    out: Path = typer.Option(..., "--out", "-o", help="output directory (resumable)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory (resumable; refuses another configuration)"),
     data: Path | None = typer.Option(None, help="folder with PAlign's PAPI files (item key, split, mpi_120.csv, "
                                      "subjects_200.json, personality_prompt_200.json); each can be given alone"),
     subjects: Path | None = typer.Option(None, help="answers file (PAPI JSON, CSV, memalign JSON)"),
@@ -84,44 +68,67 @@ def eval_cmd(
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Evaluate alignment modes on held-out IPIP-NEO items; one `{mode}_{model}_OOD.json` per mode."""
+    """Evaluate alignment modes on held-out IPIP-NEO items; one `{mode}_{model}_OOD.json` per mode.
+
+    Every input is read and the output folder's configuration checked before the model is loaded, so a
+    bad file or a mismatched resume costs no time and writes nothing.
+    """
     import torch
 
-    from memalign.persona import FitConfig, PromptConfig, load_answers, load_ipip_neo_300, load_rewordings, load_split
+    from memalign.models.loading import resolve_dtype
+    from memalign.persona import FitConfig, PromptConfig, load_ipip_neo_300, load_rewordings, load_split, palign_split
     from memalign.persona.evaluation import EvalSetup, parse_modes, run_eval
     from memalign.persona.evaluation.modes import MODES
-    from memalign.persona.evaluation.report import markdown_table
+    from memalign.persona.evaluation.report import load_results, markdown_table
+    from memalign.persona.evaluation.runner import PROMPTS_MODE, check_folder, check_label, mode_keys, model_config
+    from memalign.persona.subjects import load_personality_prompts, read_answers_file
 
     names = parse_modes(modes)
     needs_model = any(MODES[m].needs_model for m in names)
     if needs_model and not model:
         raise ConfigError(f"modes {', '.join(m for m in names if MODES[m].needs_model)} need --model")
-    if threads:
-        torch.set_num_threads(threads)
-    ipip = load_ipip_neo_300(_from_data(item_key, data, "item_key", required=True))
-    split_path = _from_data(split, data, "split")
-    item_split = load_split(split_path, ipip) if split_path else None
-    if item_split is None:
-        from memalign.persona import palign_split
-
-        item_split = palign_split(ipip)
-    subjects_path = _from_data(subjects, data, "subjects", required=True)
-    population = load_answers(subjects_path, ipip, recoded=recoded, required_items=item_split.train)
     if offset < 0 or (limit is not None and limit < 1):
         raise ConfigError("--offset must be >= 0 and --limit >= 1")
+    check_label(label)
+    if threads:
+        torch.set_num_threads(threads)
+    item_key_path = _from_data(item_key, data, "item_key", required=True)
+    ipip = load_ipip_neo_300(item_key_path)
+    split_path = _from_data(split, data, "split")
+    item_split = load_split(split_path, ipip) if split_path else palign_split(ipip)
+    subjects_path = _from_data(subjects, data, "subjects", required=True)
+    answers = read_answers_file(subjects_path, ipip, recoded=recoded, required_items=item_split.train)
+    population = list(answers.subjects)
     chosen = population[offset: offset + limit if limit else None]
-    rewording_path = _from_data(rewordings, data, "rewordings")
+    if not chosen:
+        raise ConfigError(f"--offset {offset} leaves no subject: {subjects_path} holds {len(population)}")
+    rewording_path = _from_data(rewordings, data, "rewordings") if needs_model else None
     texts = load_rewordings(rewording_path, ipip) if rewording_path else None
-    prompts_path = _from_data(personality_prompts, data, "personality_prompts")
+    prompts_path = _from_data(personality_prompts, data, "personality_prompts") if PROMPTS_MODE in names else None
     persona_texts = (load_personality_prompts(prompts_path, [p.subject_id for p in population])
-                     if prompts_path and "personality_prompt" in names else None)
-    ks = tuple(int(v) for v in _floats(k, "--k"))
+                     if prompts_path else None)
+    if persona_texts is not None and (absent := [p.subject_id for p in chosen if p.subject_id not in persona_texts]):
+        raise DataError(f"{prompts_path} has no description for subject {absent[0]!r} ({len(absent)} of the "
+                        f"{len(chosen)} evaluated subjects lack one)")
+    ks = _ints(k, "--k")
     if palign:
         fit_config, prompt_config = FitConfig.palign(), PromptConfig.palign()
     else:
         fit_config = FitConfig(k=ks[0], k_grid=ks if len(ks) > 1 else (),
                                alpha_grid=_floats(alpha_grid, "--alpha-grid"))
         prompt_config = PromptConfig(read=read)
+    extra = {
+        "files": {"item_key": _file_record(item_key_path), "split": _file_record(split_path),
+                  "subjects": {**_file_record(subjects_path, answers.sha256), "recoded": answers.recoded},
+                  "rewordings": _file_record(rewording_path), "personality_prompts": _file_record(prompts_path)},
+        "run": {"offset": offset, "limit": limit, "threads": torch.get_num_threads(),
+                "device": device if needs_model else None},
+    }
+    model_name = model if needs_model else None
+    # refuse a folder of another configuration now, before minutes of model loading
+    check_folder(out, {"modes": mode_keys(names, label), **extra,
+                       "model": model_config(model_name, dtype=resolve_dtype(dtype, device)) if needs_model else None},
+                 label)
     model_obj = tokenizer = None
     if needs_model:
         from memalign.models.loading import load_model
@@ -129,14 +136,7 @@ def eval_cmd(
         model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
     setup = EvalSetup(ipip, item_split, population, model_obj, tokenizer, texts, prompt_config, fit_config,
                       persona_texts, answering=answering, calibration_l2=calibration_l2)
-    config = {"subjects_file": str(subjects_path), "offset": offset, "limit": limit,
-              "personality_prompts": (None if "personality_prompt" not in names
-                                      else str(prompts_path) if persona_texts is not None else "generated"),
-              "dtype": str(model_obj.dtype) if model_obj is not None else None, "threads": torch.get_num_threads()}
-    paths = run_eval(setup, names, chosen, out, model if needs_model else None, config, unparsed=unparsed,
-                     label=label)
-    from memalign.persona.evaluation.report import load_results
-
+    paths = run_eval(setup, names, chosen, out, model_name, extra, unparsed=unparsed, label=label)
     console.print(markdown_table(load_results(list(paths.values()))), highlight=False, soft_wrap=True)
     console.print(f"wrote {len(paths)} result files to {out}  ->  memalign persona report {out}", highlight=False)
 
@@ -149,27 +149,12 @@ def report_cmd(
     markdown: Path | None = typer.Option(None, help="also write the table as Markdown here"),
 ) -> None:
     """Print the comparison table and write plots (per-trait error bars, one person's radar chart)."""
-    from rich.table import Table
-
-    from memalign.persona.evaluation.report import (
-        HEADER,
-        load_results,
-        markdown_table,
-        plot_radar,
-        plot_trait_errors,
-        table_rows,
-    )
+    from memalign.cli.tables import print_tables
+    from memalign.persona.evaluation.report import comparison_table, load_results, plot_radar, plot_trait_errors
 
     results = load_results(dirs)
-    table = Table(title="Personality alignment: MAE vs the person's raw answers on held-out items (lower is better)")
-    for column in HEADER:
-        table.add_column(column, justify="left" if column in ("model", "mode") else "right")
-    for row in table_rows(results):
-        table.add_row(*row)
-    from rich.console import Console
-
-    # a pipe or a log file gets the full table instead of 80 columns of ellipses
-    (console if console.is_terminal else Console(width=200, stderr=True)).print(table)
+    table = comparison_table(results)
+    print_tables([table])
     folder = plots or (dirs[0] if dirs[0].is_dir() else dirs[0].parent)
     folder.mkdir(parents=True, exist_ok=True)
     written = [plot_trait_errors(results, folder / "trait_errors.png")]
@@ -177,7 +162,7 @@ def report_cmd(
     if radar:
         written.append(radar)
     if markdown:
-        markdown.write_text(markdown_table(results) + "\n", encoding="utf-8")
+        markdown.write_text(table.to_markdown(heading=False) + "\n", encoding="utf-8")
         written.append(markdown)
     console.print("wrote " + ", ".join(map(str, written)), highlight=False)
 

@@ -1,25 +1,41 @@
 """``EMConfig``: every EM-LLM hyper-parameter in one validated dataclass, plus YAML presets.
 
-Impossible combinations raise :class:`~memalign.errors.ConfigError` at construction, naming the
-field, so a bad sweep fails before a model is loaded rather than deep inside attention.
+Every field is checked at construction -- its type (an integer field refuses ``32.5`` and ``True``, a
+float field ``nan``), its range and the combinations that cannot work -- and a bad value raises
+:class:`~memalign.errors.ConfigError` naming the field, the value and what is allowed, so a bad sweep
+fails before a model is loaded rather than deep inside attention. Bounds that need the model (the
+memory distance must be one of its positions) are checked by :meth:`EMConfig.check_model` when memory
+is attached.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-
-from memalign.errors import ConfigError
+from memalign.errors import ConfigError, UnknownNameError
+from memalign.memory.config_file import read_yaml_mapping, require_mapping
+from memalign.memory.refinement import REFINEMENT_METRICS
+from memalign.memory.segmentation import BOUNDARY_STRATEGIES
 from memalign.memory.store_config import StoreConfig
+from memalign.memory.validate import (
+    MAX_INDEX,
+    MAX_SEED,
+    MAX_TOKENS,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+)
+from memalign.registry import Registry
 
-Segmentation = Literal["surprise", "uniform", "random"]
-Refinement = Literal["modularity", "conductance"]
-BoundaryConvention = Literal["paper", "reference"]
+BOUNDARY_CONVENTIONS = ("paper", "reference")
+# Fields whose default is derived from other fields; a replace() that changes those re-derives them.
+_DERIVED = ("surprise_window", "memory_distance")
 
 
 @dataclass
@@ -64,25 +80,35 @@ class EMConfig:
     min_block_size: int = 8
     max_block_size: int = 128
     repr_topk: int = 4
-    segmentation: Segmentation = "surprise"
+    segmentation: str = "surprise"
     gamma: float = 1.0
     surprise_window: int | None = None
-    boundary: BoundaryConvention = "paper"
-    refinement: Refinement | None = None
+    boundary: str = "paper"
+    refinement: str | None = None
     refine_from_layer: int = 20
     contiguity_fraction: float = 0.0
     memory_distance: int | None = None
     seed: int = 0
     store: StoreConfig = field(default_factory=StoreConfig)
-    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        em = "EMConfig"
         for name in ("n_local", "chunk_size", "min_block_size", "max_block_size", "repr_topk"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"EMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_init", "n_mem", "refine_from_layer", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"EMConfig.{name} must be >= 0, got {getattr(self, name)}")
+            check_int(em, name, getattr(self, name), 1, MAX_TOKENS)
+        for name in ("n_init", "n_mem"):
+            check_int(em, name, getattr(self, name), 0, MAX_TOKENS)
+        check_bool(em, "last_token_alone", self.last_token_alone)
+        check_float(em, "gamma", self.gamma, 0.0, math.inf, high_open=True)
+        check_int(em, "surprise_window", self.surprise_window, 2, MAX_TOKENS, optional=True)  # a std needs 2
+        check_choice(em, "boundary", self.boundary, BOUNDARY_CONVENTIONS)
+        check_int(em, "refine_from_layer", self.refine_from_layer, 0, MAX_INDEX)
+        check_float(em, "contiguity_fraction", self.contiguity_fraction, 0.0, 1.0, high_open=True)
+        check_int(em, "memory_distance", self.memory_distance, 0, MAX_TOKENS - 1, optional=True)
+        check_int(em, "seed", self.seed, 0, MAX_SEED)
+        _check_name(BOUNDARY_STRATEGIES, "segmentation", self.segmentation)
+        if self.refinement is not None:
+            _check_name(REFINEMENT_METRICS, "refinement", self.refinement)
+        self.store = StoreConfig.from_dict(self.store)
         if self.chunk_size > self.n_local:
             raise ConfigError(
                 f"EMConfig.chunk_size ({self.chunk_size}) > n_local ({self.n_local}): every query of a chunk must "
@@ -98,31 +124,35 @@ class EMConfig:
                 "no event could ever be retrieved; use n_mem=0 for a pure sliding window (StreamingLLM) or "
                 "raise n_mem"
             )
-        if self.segmentation not in ("surprise", "uniform", "random"):
-            raise ConfigError(f"EMConfig.segmentation must be surprise, uniform or random, got {self.segmentation!r}")
-        if self.refinement not in (None, "modularity", "conductance"):
-            raise ConfigError(f"EMConfig.refinement must be None, modularity or conductance, got {self.refinement!r}")
-        if self.boundary not in ("paper", "reference"):
-            raise ConfigError(f"EMConfig.boundary must be 'paper' or 'reference', got {self.boundary!r}")
-        if self.gamma < 0:
-            raise ConfigError(f"EMConfig.gamma must be >= 0, got {self.gamma}")
-        if not 0.0 <= self.contiguity_fraction < 1.0:
-            raise ConfigError(f"EMConfig.contiguity_fraction must be in [0, 1), got {self.contiguity_fraction}")
+        self._derived = {name for name in _DERIVED if getattr(self, name) is None}
         if self.surprise_window is None:
             # The reference's window (the tokens before the chunk that still fit the local window); a
             # degenerate window (chunk ~ n_local) falls back to n_local so thresholds stay meaningful.
             gap = self.n_local - self.chunk_size
             self.surprise_window = gap if gap >= 16 else max(self.n_local, 2)
-        if self.surprise_window < 2:
-            raise ConfigError(
-                f"EMConfig.surprise_window must be >= 2 (a std needs two values), got {self.surprise_window}"
-            )
-        if isinstance(self.store, dict):
-            self.store = StoreConfig(**self.store)
         if self.memory_distance is None:
             self.memory_distance = self.n_local - 1
-        if self.memory_distance < 0:
-            raise ConfigError(f"EMConfig.memory_distance must be >= 0, got {self.memory_distance}")
+
+    def check_model(self, max_positions: int | None, model: str = "the model") -> None:
+        """Refuse token counts the model cannot place: every window distance and the memory distance must
+        be one of its positions (``max_position_embeddings``; ``None``: the model states no limit)."""
+        if max_positions is None:
+            return
+        if self.n_local > max_positions:
+            raise ConfigError(
+                f"EMConfig.n_local={self.n_local} exceeds the {max_positions} positions of {model} "
+                f"(max_position_embeddings): lower n_local to at most {max_positions}"
+            )
+        if self.memory_distance >= max_positions:
+            raise ConfigError(
+                f"EMConfig.memory_distance={self.memory_distance} is outside the {max_positions} positions of "
+                f"{model} (max_position_embeddings): use a value in [0, {max_positions - 1}] or None (n_local - 1)"
+            )
+        if self.n_init > max_positions:
+            raise ConfigError(
+                f"EMConfig.n_init={self.n_init} exceeds the {max_positions} positions of {model} "
+                f"(max_position_embeddings): lower n_init to at most {max_positions}"
+            )
 
     # ---- derived quantities ----------------------------------------------------------------------
     @property
@@ -130,55 +160,84 @@ class EMConfig:
         """False for a pure sliding window with sinks (StreamingLLM): nothing is retrieved."""
         return self.n_mem > 0
 
-    @property
-    def contiguity_tokens(self) -> int:
-        return int(self.contiguity_fraction * self.n_mem)
-
-    @property
-    def attended_bound(self) -> int:
-        """Most keys any query can attend: sinks + window + retrieved (+ tokens pending between the two)."""
-        return self.n_init + self.n_local + self.n_mem + self.chunk_size
-
     def replace(self, **changes: Any) -> EMConfig:
+        """A copy with ``changes``; fields left at their derived default follow the new values (a preset's
+        ``memory_distance`` is ``n_local - 1`` of the *new* ``n_local``, not of the preset's)."""
+        derived = getattr(self, "_derived", set())
+        for name in derived:
+            changes.setdefault(name, None)
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown EMConfig field(s): {', '.join(unknown)}; known: {', '.join(_field_names())}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.pop("extra")
         if data["store"].get("offload_dir") is not None:
             data["store"]["offload_dir"] = str(data["store"]["offload_dir"])
         return data
 
     # ---- YAML ---------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EMConfig:
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: Any) -> EMConfig:
+        """A config from a mapping of field values; unknown fields are refused, naming the known ones."""
+        data = require_mapping(data, "an EM config")
+        unknown = sorted(set(data) - set(_field_names()))
         if unknown:
-            raise ConfigError(f"unknown EMConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown EMConfig field(s): {', '.join(unknown)}; known: {', '.join(_field_names())}")
         return cls(**data)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EMConfig:
+        """Read an EM config file: the fields at top level, or under a ``memory:`` key. Every error names
+        the file (and the field)."""
+        data = read_yaml_mapping(path, "EM config")
+        if "memory" in data:
+            if len(data) > 1:
+                others = ", ".join(sorted(k for k in data if k != "memory"))
+                raise ConfigError(f"EM config {str(path)!r}: unknown key(s) {others} next to `memory:`")
+            data = require_mapping(data["memory"], f"EM config {str(path)!r} key memory")
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read EM config {path}: {exc}") from None
-        return cls.from_dict(data.get("memory", data))
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise type(exc)(f"EM config {str(path)!r}: {exc}") from None
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> EMConfig:
+    def preset(cls, name: str | Path, **overrides: Any) -> EMConfig:
         """A named preset from ``configs/`` (``mistral``, ``llama3``, ``llama31``, ``phi3``, ``phi35``, ``qwen3``,
         ``small``) or a path to a YAML file, with field overrides."""
+        if not isinstance(name, str | Path):
+            raise ConfigError(f"an EM preset is a name or a YAML path, got {name!r} ({type(name).__name__})")
         path = Path(name)
-        if not path.suffix:
-            candidate = resources.files("memalign").joinpath("configs", f"em-{name}.yaml")
-            if not candidate.is_file():
-                raise ConfigError(f"unknown EM preset {name!r}; available: {', '.join(em_presets())}")
-            path = Path(str(candidate))
-        return cls.from_yaml(path).replace(**overrides) if overrides else cls.from_yaml(path)
+        if isinstance(name, str) and not path.suffix and not path.is_file():
+            path = EM_PRESETS[name]
+        config = cls.from_yaml(path)
+        return config.replace(**overrides) if overrides else config
+
+
+def _field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(EMConfig)]
+
+
+def _check_name(registry: Registry[Any], name: str, value: Any) -> None:
+    try:
+        registry.resolve(value)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"EMConfig.{name}: {exc}") from None
+
+
+def _packaged_presets() -> Registry[Path]:
+    presets: Registry[Path] = Registry("EM preset", hint="(or pass the path of an EM config YAML)")
+    folder = resources.files("memalign").joinpath("configs")
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("em-") and entry.name.endswith(".yaml"):
+            presets.add(entry.name[3:-5], Path(str(entry)))
+    return presets
+
+
+EM_PRESETS = _packaged_presets()
 
 
 def em_presets() -> list[str]:
-    folder = resources.files("memalign").joinpath("configs")
-    return sorted(p.name[3:-5] for p in folder.iterdir() if p.name.startswith("em-") and p.name.endswith(".yaml"))
+    """Names of the packaged presets (``EMConfig.preset(name)``)."""
+    return sorted(EM_PRESETS)

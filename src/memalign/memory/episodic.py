@@ -16,6 +16,8 @@ Leaving restores all four; outputs are then bit-identical to before attaching.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,12 +25,14 @@ from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 
 from memalign.errors import ConfigError, MemalignError
+from memalign.memory import spill
 from memalign.memory.attention import memory_attention
 from memalign.memory.cache import EMCache
 from memalign.memory.config import EMConfig
 from memalign.memory.rope import RopeTable, bypass_rotary
 from memalign.memory.state import LayerMemory, SequenceMemory
 from memalign.models.arch import SLIDING_ATTENTION, get_arch_spec, text_config
+from memalign.models.logits import final_logit_softcap, soft_cap
 
 ATTN_IMPLEMENTATION = "memalign_em"
 _HANDLE_ATTR = "_memalign_episodic_memory"
@@ -82,24 +86,34 @@ AttentionInterface.register(ATTN_IMPLEMENTATION, _em_attention_forward)
 class EpisodicMemory:
     """EM-LLM on a Hugging Face causal LM. Use as ``with EpisodicMemory(model, config) as mem: ...``.
 
-    ``config``: an :class:`EMConfig`, a preset name (``EMConfig.preset``) or None for defaults.
+    ``config``: an :class:`EMConfig`, a mapping of its fields, a preset name or YAML path
+    (``EMConfig.preset``) or None for defaults. Token counts the model cannot place (a window or memory
+    distance beyond its ``max_position_embeddings``) are refused here, before anything is allocated.
     """
 
-    def __init__(self, model: PreTrainedModel, config: EMConfig | str | None = None, **overrides: Any) -> None:
-        if isinstance(config, str):
+    def __init__(self, model: PreTrainedModel, config: EMConfig | Mapping[str, Any] | str | Path | None = None,
+                 **overrides: Any) -> None:
+        if isinstance(config, str | Path):
             config = EMConfig.preset(config, **overrides)
         elif config is None:
-            config = EMConfig(**overrides)
-        elif overrides:
-            config = config.replace(**overrides)
+            config = EMConfig.from_dict(overrides)
+        elif isinstance(config, Mapping):
+            config = EMConfig.from_dict({**config, **overrides})
+        elif isinstance(config, EMConfig):
+            config = config.replace(**overrides) if overrides else config
+        else:
+            raise ConfigError(f"EpisodicMemory config must be an EMConfig, a mapping, a preset name or a YAML path, "
+                              f"got {type(config).__name__}")
         self.model, self.config = model, config
         self.spec = get_arch_spec(model)
+        config.check_model(self.spec.max_position_embeddings, self.spec.model_type)
         cfg = text_config(model.config)
         if getattr(cfg, "attn_logit_softcapping", None):
             raise ConfigError(
                 f"{self.spec.model_type}: attention logit soft-capping is not supported by memory attention"
             )
-        self._softcap = getattr(cfg, "final_logit_softcapping", None)
+        self._softcap = final_logit_softcap(model.config)
+        self._spill_token: int | None = None
         self.active_cache: EMCache | None = None
         self.rope_tables: list[RopeTable] = []
         self._handles: list[Any] = []
@@ -144,6 +158,9 @@ class EpisodicMemory:
             self._restore()
             raise
         self.attached = True
+        if self.config.store.host_budget_bytes is not None:
+            # A disk tier: SIGTERM/SIGINT detach this memory, which removes its spill directories.
+            self._spill_token = spill.track_memory(self)
         return self
 
     def detach(self) -> None:
@@ -153,6 +170,9 @@ class EpisodicMemory:
             self.attached = False
             for cache in list(self._caches):
                 cache.close()
+            if self._spill_token is not None:
+                spill.forget_memory(self._spill_token)
+                self._spill_token = None
 
     def _restore(self) -> None:
         for handle in self._handles:
@@ -207,9 +227,7 @@ class EpisodicMemory:
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         step = max(128, (1 << 23) // max(head.out_features, 1))
         for a in range(0, hidden.shape[0], step):
-            logits = head(hidden[a:a + step]).float()
-            if self._softcap:
-                logits = torch.tanh(logits / self._softcap) * self._softcap
+            logits = soft_cap(head(hidden[a:a + step]).float(), self._softcap)
             picked = logits.gather(-1, targets[a:a + step, None])[:, 0]
             out[a:a + step] = picked - torch.logsumexp(logits, dim=-1)
         return out
@@ -294,10 +312,7 @@ class EpisodicMemory:
         return cache, self._logits(hidden)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.model.get_output_embeddings()(hidden).float()
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
+        return soft_cap(self.model.get_output_embeddings()(hidden).float(), self._softcap)
 
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, cache: EMCache | None = None,
@@ -344,6 +359,3 @@ class EpisodicMemory:
         if streamer is not None:
             streamer.end()
         return torch.stack(generated, dim=1) if generated else torch.zeros(batch, 0, dtype=torch.long)
-
-    def stats(self, cache: EMCache) -> list[dict[str, float | int]]:
-        return cache.stats()

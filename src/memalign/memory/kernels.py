@@ -4,7 +4,11 @@ EM-LLM attends each chunk of queries to several key sets (the causal chunk, the 
 window, a band at the window edge, the sinks/pending/retrieved memory) that differ in positions and
 masks. Each set is computed by a fused kernel that also yields the per-row log-sum-exp, and the
 partial outputs are merged exactly in fp32: no concatenated logit matrix in bf16, no double softmax.
-On CPU this is ATen's flash kernel (GQA-native, returns LSE); elsewhere a chunked math fallback.
+On CPU this is ATen's flash kernel (GQA-native, returns LSE). That kernel is a private ATen op
+(``_scaled_dot_product_flash_attention_for_cpu``), so it is looked up once at import and used only if
+this torch has it; otherwise, and on other devices, a chunked fp32 math path built from public ops
+computes the same output and LSE. (The public ``scaled_dot_product_attention`` returns no LSE, which
+the merge needs.)
 
 Memory layers also need each window key's attention mass; :func:`window_attention` computes the local
 window, the merge with the memory stage and that mass in one blocked pass.
@@ -16,6 +20,9 @@ import torch
 
 NEG_INF = float("-inf")
 _MATH_KEY_CHUNK = 2048
+# The private fused CPU kernel, or None when this torch build does not have it (then the math path runs).
+CPU_FLASH_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_CPU_FLASH_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None,
@@ -30,13 +37,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask
         return q.new_zeros(B, H, L, v.shape[-1]), q.new_full((B, H, L), NEG_INF, dtype=torch.float32)
     if causal and mask is not None:
         raise ValueError("pass either causal=True or a mask")
-    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16, torch.float16):
+    if CPU_FLASH_ATTENTION is not None and q.device.type == "cpu" and q.dtype in _CPU_FLASH_DTYPES:
         bias = None
         if mask is not None:
             bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, NEG_INF)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, causal, attn_mask=bias, scale=scale
-        )
+        out, lse = CPU_FLASH_ATTENTION(q, k, v, 0.0, causal, attn_mask=bias, scale=scale)
         lse = lse.float()
         if mask is not None:
             dead = ~mask.any(-1)
@@ -47,11 +52,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask
     return _attend_math(q, k, v, scale, mask, causal)
 
 
-def _attend_math(q, k, v, scale, mask, causal):
+def _attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None,
+                 causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attend` from public ops only: fp32 logits over key chunks, merged by their LSE."""
     B, H, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     g = H // Hkv
-    qf = q.float().view(B, Hkv, g * L, D)
+    qf = q.float().reshape(B, Hkv, g * L, D)  # q may be a transposed view: reshape copies then
     if causal:
         mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
     lse_parts, out_parts = [], []

@@ -12,10 +12,24 @@ graph metrics need non-negative weights (the reference uses raw, possibly negati
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-RefineMetric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from memalign.registry import Registry
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RefinementMetric:
+    """A graph metric of a two-community split: ``scores(adj, candidates)`` and whether higher is better."""
+
+    scores: ScoreFn
+    maximise: bool
+
+
+REFINEMENT_METRICS: Registry[RefinementMetric] = Registry("refinement metric")
 
 
 def key_similarity(keys: torch.Tensor) -> torch.Tensor:
@@ -54,18 +68,16 @@ def conductance_scores(adj: torch.Tensor, candidates: torch.Tensor) -> torch.Ten
     return cut / torch.minimum(vol_left, vol_right).clamp_min(1e-12)
 
 
-METRICS: dict[str, tuple[RefineMetric, bool]] = {
-    "modularity": (modularity_scores, True),  # maximise
-    "conductance": (conductance_scores, False),  # minimise
-}
+REFINEMENT_METRICS.add("modularity", RefinementMetric(modularity_scores, maximise=True))
+REFINEMENT_METRICS.add("conductance", RefinementMetric(conductance_scores, maximise=False))
 
 
 def refine_boundary(adj: torch.Tensor, lo: int, hi: int, metric: str) -> int:
     """Best split index t in [lo, hi] of the window graph ``adj`` (ties: the latest, i.e. closest to surprise)."""
-    score_fn, maximise = METRICS[metric]
+    entry = REFINEMENT_METRICS[metric]
     candidates = torch.arange(lo, hi + 1)
-    scores = score_fn(adj, candidates)
-    if not maximise:
+    scores = entry.scores(adj, candidates)
+    if not entry.maximise:
         scores = -scores
     flipped = torch.flip(scores, [0])
     return int(candidates[-1 - int(torch.argmax(flipped))])

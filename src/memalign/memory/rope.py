@@ -49,13 +49,8 @@ class RopeTable:
         # Position 0 is the identity for rope types without attention scaling: memory keys need no rotation.
         self.identity_at_zero = bool((self.cos[0] == 1).all() and (self.sin[0] == 0).all())
 
-    def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        needed = int(positions.max()) + 1 if positions.numel() else 0
-        if needed > self.cos.shape[0]:
-            self._build(max(needed, 2 * self.cos.shape[0]))
-        return self.cos[positions], self.sin[positions]
-
     def at(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [stop - start, r] of positions ``[start, stop)``."""
         if stop > self.cos.shape[0]:
             self._build(max(stop, 2 * self.cos.shape[0]))
         return self.cos[start:stop], self.sin[start:stop]

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from memalign.memory.config import EMConfig
+from memalign.registry import Registry
+
+if TYPE_CHECKING:  # the config validates its segmentation against this module's registry
+    from memalign.memory.config import EMConfig
 
 
 def surprise_thresholds(history: torch.Tensor, new: torch.Tensor, window: int, gamma: float) -> torch.Tensor:
@@ -82,15 +86,25 @@ class BoundaryContext:
 
 
 BoundaryFn = Callable[[BoundaryContext], torch.Tensor]
-BOUNDARY_STRATEGIES: dict[str, BoundaryFn] = {}
-NEEDS_SURPRISE: set[str] = set()
+
+
+@dataclass(frozen=True)
+class BoundaryStrategy:
+    """A registered strategy: the function that flags boundaries, and whether it reads surprise (then the
+    sequence keeps the hidden states and ids that surprise is computed from)."""
+
+    decide: BoundaryFn
+    needs_surprise: bool = False
+
+
+BOUNDARY_STRATEGIES: Registry[BoundaryStrategy] = Registry("boundary strategy")
 
 
 def register_boundary(name: str, needs_surprise: bool = False) -> Callable[[BoundaryFn], BoundaryFn]:
+    """Register ``fn`` as the boundary strategy ``name`` (``EMConfig.segmentation``); a taken name raises."""
+
     def deco(fn: BoundaryFn) -> BoundaryFn:
-        BOUNDARY_STRATEGIES[name] = fn
-        if needs_surprise:
-            NEEDS_SURPRISE.add(name)
+        BOUNDARY_STRATEGIES.add(name, BoundaryStrategy(fn, needs_surprise))
         return fn
 
     return deco
@@ -99,7 +113,8 @@ def register_boundary(name: str, needs_surprise: bool = False) -> Callable[[Boun
 @register_boundary("surprise", needs_surprise=True)
 def surprise_boundaries(ctx: BoundaryContext) -> torch.Tensor:
     """A token is a boundary when its surprise exceeds mean + gamma*std of the preceding window."""
-    assert ctx.surprise is not None
+    if ctx.surprise is None:
+        raise ValueError("the surprise strategy needs per-token surprise (registered with needs_surprise=True)")
     cfg = ctx.config
     thr = surprise_thresholds(ctx.history, ctx.surprise, int(cfg.surprise_window), cfg.gamma)
     return ctx.surprise > thr

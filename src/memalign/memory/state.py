@@ -18,12 +18,7 @@ from memalign.errors import ConfigError
 from memalign.memory.buffers import TokenBuffer
 from memalign.memory.config import EMConfig
 from memalign.memory.refinement import refine_boundaries
-from memalign.memory.segmentation import (
-    BOUNDARY_STRATEGIES,
-    NEEDS_SURPRISE,
-    BoundaryContext,
-    cut_events,
-)
+from memalign.memory.segmentation import BOUNDARY_STRATEGIES, BoundaryContext, cut_events
 from memalign.memory.store import EventStore
 from memalign.memory.store_config import StoreConfig
 
@@ -202,7 +197,7 @@ class SequenceMemory:
 
     def record(self, input_ids: torch.Tensor | None, hidden: torch.Tensor) -> None:
         """Keep what surprise needs: ids [n] and final hidden states [n, hidden] of the newest tokens."""
-        if self.config.segmentation in NEEDS_SURPRISE and self.memory_layers:
+        if BOUNDARY_STRATEGIES[self.config.segmentation].needs_surprise and self.memory_layers:
             if input_ids is not None:
                 self._ids.append(input_ids.reshape(1, -1))
             self._hidden.append(hidden.reshape(1, -1, self.hidden_size))
@@ -256,12 +251,13 @@ class SequenceMemory:
     def _decide(self, begin: int, end: int, log_prob: LogProbFn | None) -> None:
         cfg = self.config
         positions = torch.arange(begin, end)
+        strategy = BOUNDARY_STRATEGIES[cfg.segmentation]
         surprise = None
-        if cfg.segmentation in NEEDS_SURPRISE:
+        if strategy.needs_surprise:
             surprise = self._surprise(begin, end, log_prob)
         ctx = BoundaryContext(positions=positions, surprise=surprise, history=self.surprise_history,
                               config=cfg, generator=self.generator)
-        new_flags = BOUNDARY_STRATEGIES[cfg.segmentation](ctx).tolist()
+        new_flags = strategy.decide(ctx).tolist()
         if surprise is not None:
             self.surprise_history = torch.cat([self.surprise_history, surprise])[-int(cfg.surprise_window):]
             if begin == 0:

@@ -9,21 +9,20 @@ model's device, nothing is written to disk.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from memalign.errors import ConfigError, MemalignError
+from memalign.errors import ConfigError, OffloadError, StoreClosedError
+from memalign.memory.validate import MAX_BYTES, MAX_TOKENS, check_bool, check_int, check_path
 
+__all__ = ["MAX_PAGE_TOKENS", "OffloadError", "StoreClosedError", "StoreConfig"]
 
-class OffloadError(MemalignError, OSError):
-    """Event K/V could not be moved to (or kept within) a storage tier: disk full, directory unwritable,
-    or a budget too small for one event. The store is left consistent: every event stored before the
-    error is still served, and the event whose storage failed is not counted."""
-
-
-class StoreClosedError(MemalignError, RuntimeError):
-    """An event store was used after ``close()`` (its files and buffers are gone)."""
+# Later pages are allocated whole: a page of 1M tokens is already GBs for a large model's layer.
+MAX_PAGE_TOKENS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,10 @@ class StoreConfig:
       bytes with 14-token events): once they fill the budget only two K/V pages stay in memory. Must
       hold at least two pages.
     * ``offload_dir`` -- parent directory of the per-store spill directories (``None``: the system
-      temp dir). Each store creates its own subdirectory (one file) on the first spill and removes it on
-      ``close()``, on garbage collection and at interpreter exit.
+      temp dir). Each store creates its own subdirectory ``memalign-kv-<pid>-<host>-*`` (one file) on
+      the first spill and removes it on ``close()``, on garbage collection, at interpreter exit and on
+      SIGTERM/SIGINT; a new disk-tier store removes those of processes that no longer exist
+      (:mod:`memalign.memory.spill`).
     * ``pin_memory`` -- page-lock host pages so host->device copies are asynchronous (``None``: pin
       when the model is on CUDA and a host tier exists).
     * ``page_tokens`` -- tokens per page: the unit of host allocation and of disk spill. Larger pages
@@ -64,22 +65,31 @@ class StoreConfig:
     repr_device_max_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("device_cache_tokens", "host_budget_bytes", "repr_device_max_bytes"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ConfigError(f"StoreConfig.{name} must be a non-negative integer or None, got {value!r}")
-        if isinstance(self.page_tokens, bool) or not isinstance(self.page_tokens, int) or self.page_tokens < 1:
-            raise ConfigError(f"StoreConfig.page_tokens must be a positive integer, got {self.page_tokens!r}")
-        if self.pin_memory is not None and not isinstance(self.pin_memory, bool):
-            raise ConfigError(f"StoreConfig.pin_memory must be True, False or None, got {self.pin_memory!r}")
+        owner = "StoreConfig"
+        check_int(owner, "device_cache_tokens", self.device_cache_tokens, 0, MAX_TOKENS, optional=True)
+        check_int(owner, "host_budget_bytes", self.host_budget_bytes, 0, MAX_BYTES, optional=True)
+        check_path(owner, "offload_dir", self.offload_dir, optional=True)
+        check_bool(owner, "pin_memory", self.pin_memory, optional=True)
+        check_int(owner, "page_tokens", self.page_tokens, 1, MAX_PAGE_TOKENS)
+        check_int(owner, "repr_device_max_bytes", self.repr_device_max_bytes, 0, MAX_BYTES, optional=True)
         if self.offload_dir is not None:
             path = Path(self.offload_dir)
             if path.exists() and not path.is_dir():
                 raise ConfigError(f"StoreConfig.offload_dir {str(path)!r} exists and is not a directory")
 
-    @property
-    def uses_disk(self) -> bool:
-        return self.host_budget_bytes is not None
+    @classmethod
+    def from_dict(cls, data: Any) -> StoreConfig:
+        """A config from a mapping (a YAML ``store:`` section); unknown keys are refused, naming the known ones."""
+        if isinstance(data, StoreConfig):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"EMConfig.store must be a StoreConfig or a mapping of its fields, got "
+                              f"{data!r} ({type(data).__name__})")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ConfigError(f"unknown StoreConfig field(s): {', '.join(unknown)}; known: {', '.join(known)}")
+        return cls(**data)
 
     def per_store(self, n_stores: int) -> StoreConfig:
         """This config with the byte budgets divided evenly over ``n_stores`` stores.

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from memalign.errors import ConfigError
-from memalign.memory.store_config import OffloadError
+from memalign.errors import ConfigError, OffloadError
+from memalign.memory import spill
 
 # Open spill-file descriptors kept process-wide (LRU). One file per archive (one per layer and
 # sequence); past the cap the least recently read file is closed and reopened on its next read.
@@ -86,10 +86,11 @@ SPILL_FILES = _SpillFiles()
 
 
 def _remove_spill(directory: str, path: Path) -> None:
-    """Close the archive's descriptor and delete its spill directory (finalizer: close, GC, exit)."""
+    """Close the archive's descriptor and delete its spill directory (finalizer: close, GC, exit, signal)."""
     with suppress(OSError):
         SPILL_FILES.close(path)
     shutil.rmtree(directory, ignore_errors=True)
+    spill.forget_dir(directory)
 
 
 def _offload_message(directory: Path, error: OSError, action: str) -> str:
@@ -136,6 +137,8 @@ class PagedArchive:
                     f"{2 * self.page_bytes} or lower StoreConfig.page_tokens"
                 )
         self.offload_dir = Path(offload_dir) if offload_dir is not None else None
+        if budget_bytes is not None:  # a disk tier: first clear what crashed processes left in its folder
+            spill.remove_stale(self.offload_dir)
         self.num_tokens = 0
         self.spilled = 0  # pages [0, spilled) are on disk
         self._pages: list[torch.Tensor | None] = []  # None: on disk
@@ -255,12 +258,14 @@ class PagedArchive:
         if self._dir is None:
             parent = self.offload_dir if self.offload_dir is not None else Path(tempfile.gettempdir())
             try:
-                path = Path(tempfile.mkdtemp(prefix="memalign-kv-", dir=parent))
+                path = spill.create_dir(parent)
             except OSError as e:
                 raise OffloadError(_offload_message(parent, e, "creating the spill directory")) from e
             self._dir = path
-            # Closes the file and removes the directory on close(), at garbage collection or at exit.
+            # Closes the file and removes the directory on close(), at garbage collection, at exit or on
+            # SIGTERM/SIGINT (the spill module runs the finalizer).
             self._finalizer = weakref.finalize(self, _remove_spill, str(path), path / "pages.kv")
+            spill.track_dir(path, self._finalizer)
         return self._dir
 
     def _spill_oldest(self) -> None:

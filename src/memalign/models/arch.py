@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from memalign.errors import UnsupportedArchitectureError
+from memalign.registry import Registry
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
@@ -40,13 +41,18 @@ class ArchFamily:
     uses_text_config: bool = False
 
 
-ARCH_REGISTRY: dict[str, ArchFamily] = {}
+ARCH_REGISTRY: Registry[ArchFamily] = Registry(
+    "architecture", hint="(add one with memalign.models.register_arch(ArchFamily(...)))"
+)
 
 
 def register_arch(family: ArchFamily) -> ArchFamily:
-    """Add an architecture adapter; the key is the Hugging Face ``config.model_type``."""
-    ARCH_REGISTRY[family.model_type] = family
-    return family
+    """Add an architecture adapter under its Hugging Face ``config.model_type``.
+
+    A second adapter for a registered ``model_type`` raises :class:`~memalign.errors.DuplicateNameError`
+    instead of silently replacing the first (two adapters would disagree about where modules live).
+    """
+    return ARCH_REGISTRY.add(family.model_type, family)
 
 
 for _family in (
@@ -71,6 +77,7 @@ for _family in (
 
 
 def supported_model_types() -> list[str]:
+    """Every ``config.model_type`` with an adapter, sorted (for error messages and ``memalign info``)."""
     return sorted(ARCH_REGISTRY)
 
 
@@ -162,14 +169,13 @@ def text_config(config: Any) -> Any:
 
 def family_for(config: Any) -> ArchFamily:
     model_type = getattr(config, "model_type", None)
-    family = ARCH_REGISTRY.get(model_type)
-    if family is None:
+    if model_type not in ARCH_REGISTRY:
         raise UnsupportedArchitectureError(
             f"model_type {model_type!r} is not supported by memalign; supported: "
             f"{', '.join(supported_model_types())}. Add an ArchFamily with memalign.models.register_arch "
             "if the model is a standard decoder (q/k/v/o projections, rotary embeddings)."
         )
-    return family
+    return ARCH_REGISTRY[model_type]
 
 
 def _rope_summary(cfg: Any, layer_types: tuple[str, ...]) -> tuple[str, float | dict[str, float], float]:

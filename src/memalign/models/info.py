@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
-from memalign.errors import ModelNotFoundError
+from memalign.errors import ModelFileError, ModelNotFoundError
 from memalign.models.arch import get_arch_spec
+from memalign.models.file_checks import first_line
 from memalign.models.loading import hub_error_message, resolve_source
 
 
 def describe_model(name_or_path: str) -> dict[str, Any]:
     """ArchSpec fields plus parameter count and stored dtype, for ``memalign info``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     source, extra = resolve_source(name_or_path)
     if source.startswith("tiny:"):
         from memalign.testing import tiny_config
@@ -23,8 +25,13 @@ def describe_model(name_or_path: str) -> dict[str, Any]:
         try:
             config = AutoConfig.from_pretrained(source, **extra)
         except OSError as exc:
-            msg = hub_error_message(name_or_path, exc) if source == name_or_path else str(exc)
+            offline = bool(extra.get("local_files_only"))
+            msg = hub_error_message(name_or_path, exc, offline) if source == name_or_path else first_line(exc)
             raise ModelNotFoundError(msg) from None
+        except ValueError as exc:
+            if "gguf_file" not in extra:
+                raise
+            raise ModelFileError(f"transformers cannot read the GGUF file {name_or_path} ({first_line(exc)})") from None
     spec = get_arch_spec(config)  # unsupported architectures fail here, before building anything
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)

@@ -7,62 +7,29 @@ one :class:`~memalign.errors.MemalignError` line that says what to do.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
 
-from memalign.errors import MemalignError, ModelNotFoundError
+from memalign.errors import ModelFileError, ModelNotFoundError
 from memalign.models.arch import get_arch_spec
+from memalign.models.file_checks import check_checkpoint_dir, check_gguf, first_line
+from memalign.models.placement import resolve_device, resolve_dtype
 from memalign.models.presets import PRESETS, ensure_preset
 from memalign.progress import status
 
+if TYPE_CHECKING:  # transformers is imported when a model is loaded: `memalign --help` and input errors stay fast
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["hub_error_message", "hub_kwargs", "load_model", "resolve_dtype", "resolve_source"]
+
 _TOKENIZER_KWARGS = ("gguf_file", "revision", "token", "local_files_only")
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
-    """``auto``: bf16 where it is fast (GPUs with bf16, CPUs with AVX512-BF16/AMX), else fp32.
-
-    On CPUs without native bf16 (e.g. AVX2-only) bf16 matmuls are emulated and several times slower
-    than fp32 (measured 7x on an AVX2 EPYC), so ``auto`` must look at the hardware.
-    """
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if fast_bf16(device) else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise MemalignError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(_DTYPES)}") from None
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def fast_bf16(device: str | torch.device = "cpu") -> bool:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
 def _looks_like_path(name: str) -> bool:
@@ -82,10 +49,12 @@ def resolve_source(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist")
+        check_gguf(path)
         return str(path.parent), {"gguf_file": path.name}
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is a directory but has no config.json (not a Hugging Face model)")
+        check_checkpoint_dir(path)
         return str(path), {}
     if _looks_like_path(name_or_path):
         raise ModelNotFoundError(
@@ -125,15 +94,20 @@ def load_model(
     """Load ``(model, tokenizer)`` in eval mode on ``device``; the architecture must be supported.
 
     ``name_or_path``: a preset (``memalign models`` lists them), a ``.gguf`` file, a local HF
-    directory, or a hub id such as ``Qwen/Qwen3-8B``.
+    directory, or a hub id such as ``Qwen/Qwen3-8B``. Device, dtype and the model files are checked
+    before anything is loaded; every failure a user can cause is a :class:`~memalign.errors.MemalignError`.
     """
-    torch_dtype = resolve_dtype(dtype, device)
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
     source, extra = resolve_source(name_or_path)
     if source.startswith("tiny:"):
         from memalign.testing import tiny_model, tiny_tokenizer
 
         model = tiny_model(source.removeprefix("tiny:"), dtype=torch_dtype, attn_implementation=attn_implementation)
-        return model.to(device), tiny_tokenizer()
+        return model.to(target), tiny_tokenizer()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
     kwargs = {**extra, **from_pretrained_kwargs}
     transformers_logging.disable_progress_bar()
     try:
@@ -145,24 +119,34 @@ def load_model(
             )
     except OSError as exc:
         if source == name_or_path:
-            raise ModelNotFoundError(hub_error_message(name_or_path, exc)) from None
-        raise ModelNotFoundError(f"could not load {name_or_path!r}: {_first_line(exc)}") from None
+            offline = bool(kwargs.get("local_files_only"))
+            raise ModelNotFoundError(hub_error_message(name_or_path, exc, offline)) from None
+        raise ModelNotFoundError(f"could not load {name_or_path!r}: {first_line(exc)}") from None
+    except ValueError as exc:
+        if "gguf_file" not in extra:
+            raise
+        # A well-formed GGUF that transformers cannot map (an architecture or tensor type it lacks).
+        raise ModelFileError(f"transformers cannot load the GGUF file {name_or_path} ({first_line(exc)})") from None
     get_arch_spec(model)  # refuse unsupported architectures here, with the supported list
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = model.to(device).eval()
+    model = model.to(target).eval()
     model.name_or_path = name_or_path  # presets: keep the preset name, not the cache path
     return model, tokenizer
 
 
-def hub_error_message(name: str, exc: BaseException) -> str:
+def hub_error_message(name: str, exc: BaseException, offline: bool = False) -> str:
+    """What to do when ``name`` was taken for a hub id and could not be loaded (offline, typo, gated)."""
+    close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.6)
+    guess = f"Did you mean the preset {close[0]!r}? " if close else ""
+    alternatives = f"pass a local directory or .gguf file, or use a packaged preset: {', '.join(PRESETS)}"
+    if offline:
+        return (
+            f"could not load {name!r}: it is not in the local Hugging Face cache and the Hugging Face hub "
+            f"cannot be reached (no network, or HF_HUB_OFFLINE is set). {guess}Download it where the hub is "
+            f"reachable (`hf download {name}`) and copy the cache over, or {alternatives}"
+        )
     return (
-        f"could not load {name!r} from the Hugging Face hub ({_first_line(exc)}). Check the id and your "
-        "network (or HF_HUB_OFFLINE / HF_TOKEN), pass a local directory or .gguf file, or use a packaged "
-        f"preset: {', '.join(PRESETS)}"
+        f"could not load {name!r} from the Hugging Face hub ({first_line(exc)}). {guess}Check the id "
+        f"(and HF_TOKEN for gated models), or {alternatives}"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

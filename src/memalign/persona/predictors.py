@@ -2,7 +2,8 @@
 
 Each predicts a person's raw answers on held-out items from their answers on the training items (and,
 for the population-based ones, from *other* people's answers). They are looked up by name in
-:data:`PREDICTORS`, so an evaluation can run "every mode" uniformly.
+:data:`PREDICTORS` (a :class:`~memalign.registry.Registry`: an unknown name lists the known ones), so an
+evaluation can run "every mode" uniformly.
 
 ``constant``       always the scale midpoint (3).
 ``item_mean``      each held-out item's mean raw answer over the population (the person left out).
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
 from memalign.errors import ConfigError
 from memalign.persona.instruments import Instrument
 from memalign.persona.subjects import SubjectAnswers
+from memalign.registry import Registry
 
 
 @dataclass
@@ -42,28 +45,24 @@ class Predictor:
         raise NotImplementedError
 
 
-PREDICTORS: dict[str, Callable[..., Predictor]] = {}
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 
 
-def register(name: str) -> Callable[[type[Predictor]], type[Predictor]]:
-    def decorate(cls: type[Predictor]) -> type[Predictor]:
-        PREDICTORS[name] = lambda **kw: cls(name=name, **kw)
-        return cls
-    return decorate
-
-
-def get_predictor(name: str, **kwargs: object) -> Predictor:
-    try:
-        return PREDICTORS[name](**kwargs)
-    except KeyError:
-        raise ConfigError(f"unknown predictor {name!r}; choose from {', '.join(sorted(PREDICTORS))}") from None
+def get_predictor(name: str, **kwargs: Any) -> Predictor:
+    """A new predictor called ``name`` with ``kwargs`` as its parameters (``instrument``, ``l2``, ...)."""
+    cls = PREDICTORS[name]
+    accepted = {f.name for f in fields(cls) if f.init and f.name != "name"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ConfigError(f"predictor {name!r} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(accepted))}")
+    return cls(name=PREDICTORS.resolve(name), **kwargs)
 
 
 def _others(population: Sequence[SubjectAnswers], person: SubjectAnswers) -> list[SubjectAnswers]:
     return [p for p in population if p is not person and p.subject_id != person.subject_id]
 
 
-@register("constant")
+@PREDICTORS.register("constant")
 @dataclass
 class ConstantPredictor(Predictor):
     value: float = 3.0
@@ -72,7 +71,7 @@ class ConstantPredictor(Predictor):
         return {i: self.value for i in self.test_ids}
 
 
-@register("item_mean")
+@PREDICTORS.register("item_mean")
 @dataclass
 class ItemMeanPredictor(Predictor):
     def predict(self, person: SubjectAnswers) -> dict[int, float]:
@@ -84,7 +83,7 @@ class ItemMeanPredictor(Predictor):
         return out
 
 
-@register("own_facet_mean")
+@PREDICTORS.register("own_facet_mean")
 @dataclass
 class OwnFacetMeanPredictor(Predictor):
     def predict(self, person: SubjectAnswers) -> dict[int, float]:
@@ -108,7 +107,7 @@ class OwnFacetMeanPredictor(Predictor):
         return out
 
 
-@register("ridge")
+@PREDICTORS.register("ridge")
 @dataclass
 class RidgePredictor(Predictor):
     l2: float = 100.0  # reproduces DESIGN.md's ridge baseline (trait-sum 2.31 on the 200 PAPI subjects)

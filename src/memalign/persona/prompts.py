@@ -1,15 +1,14 @@
 """Questionnaire prompts rendered with the tokenizer's own chat template, and the option tokens to score.
 
-The format is never chosen by the model's name: every prompt goes through
-``tokenizer.apply_chat_template(..., add_generation_prompt=True, enable_thinking=False)`` (Qwen3 templates
-honour ``enable_thinking``; others ignore it), and answers are appended as token ids, so the read position
-is exactly the answer token (PAlign's ``[:-5]`` trim read a position where "agree" and "disagree" prompts
-were identical on Llama-3, giving NaN directions; :func:`contrast_answer_ids` refuses such a pair).
+The format is never chosen by the model's name: every prompt goes through :mod:`memalign.chat_format`
+(the model's chat template with Qwen3 thinking off, and its documented fallbacks), and answers are
+appended as token ids, so the read position is exactly the answer token (PAlign's ``[:-5]`` trim read a
+position where "agree" and "disagree" prompts were identical on Llama-3, giving NaN directions;
+:func:`contrast_answer_ids` refuses such a pair).
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +17,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from memalign.chat_format import chat_input_ids, single_turn
+from memalign.datafiles import csv_rows, read_data_file
 from memalign.errors import ConfigError, DataError
+from memalign.persona.choices import check_choice
 from memalign.persona.instruments import Instrument, Item
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
@@ -82,8 +84,7 @@ class PromptConfig:
     decision_instruction: str = "Answer ({letter})."
 
     def __post_init__(self) -> None:
-        if self.read not in READ_POSITIONS:
-            raise ConfigError(f"read must be one of {', '.join(READ_POSITIONS)}, got {self.read!r}")
+        check_choice("read", self.read, READ_POSITIONS)
         if "{statement}" not in self.question_template:
             raise ConfigError("question_template must contain '{statement}'")
         letters = [o.letter for o in self.options]
@@ -111,9 +112,6 @@ class PromptConfig:
     def values(self) -> tuple[int, ...]:
         return tuple(o.value for o in self.options)
 
-    def option(self, letter: str) -> LikertOption:
-        return next(o for o in self.options if o.letter == letter)
-
     def question(self, statement: str) -> str:
         lines = "\n".join(self.option_line.format(letter=o.letter, label=o.label) for o in self.options)
         return self.question_template.format(statement=statement, options=lines)
@@ -132,20 +130,12 @@ class PromptConfig:
         return cls(**data)
 
 
-_FIRST_PERSON = [
-    (re.compile(r"^Am\b"), "Are"),
-    (re.compile(r"\bI am\b"), "you are"),
-    (re.compile(r"\bI'm\b"), "you're"),
-    (re.compile(r"\bI've\b"), "you've"),
-    (re.compile(r"\bI'd\b"), "you'd"),
-    (re.compile(r"\bI\b"), "you"),
-    (re.compile(r"\bmyself\b"), "yourself"),
-    (re.compile(r"\bMyself\b"), "Yourself"),
-    (re.compile(r"\bmine\b"), "yours"),
-    (re.compile(r"\bmy\b"), "your"),
-    (re.compile(r"\bMy\b"), "Your"),
-    (re.compile(r"\bme\b"), "you"),
-]
+# (first-person pattern, second-person replacement), applied in this order ("I am" before "I").
+_FIRST_PERSON = tuple((re.compile(pattern), replacement) for pattern, replacement in (
+    (r"^Am\b", "Are"), (r"\bI am\b", "you are"), (r"\bI'm\b", "you're"), (r"\bI've\b", "you've"),
+    (r"\bI'd\b", "you'd"), (r"\bI\b", "you"), (r"\bmyself\b", "yourself"), (r"\bMyself\b", "Yourself"),
+    (r"\bmine\b", "yours"), (r"\bmy\b", "your"), (r"\bMy\b", "Your"), (r"\bme\b", "you"),
+))
 
 
 def to_second_person(text: str) -> str:
@@ -176,13 +166,9 @@ def load_rewordings(path: str | Path, instrument: Instrument) -> dict[int, str]:
     columns are checked against the item key, so a misaligned file fails on its first bad line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"rewordings file {path} does not exist")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if "text" not in (reader.fieldnames or []):
-            raise DataError(f"{path}: missing column 'text'")
-        rows = list(enumerate(reader, start=2))
+    columns, rows = csv_rows(read_data_file(path, "rewordings file")[0], path)
+    if "text" not in columns:
+        raise DataError(f"{path}: missing column 'text'")
     short = [it for it in instrument if it.short_id is not None]
     by_column = next((c for c in ("full_id", "short_id") if c in (rows[0][1] if rows else {})), None)
     if by_column is None:
@@ -194,8 +180,7 @@ def load_rewordings(path: str | Path, instrument: Instrument) -> dict[int, str]:
             raise DataError(f"{path}: {len(rows)} rows match neither {instrument.name} ({len(instrument)} items) "
                             f"nor its short form ({len(short)}); add a full_id column")
     out: dict[int, str] = {}
-    for pos, (line, row) in enumerate(rows):
-        where = f"{path}: line {line}"
+    for pos, (where, row) in enumerate(rows):
         if by_column is None:
             item = order[pos]
         else:
@@ -220,30 +205,6 @@ def load_rewordings(path: str | Path, instrument: Instrument) -> dict[int, str]:
     return out
 
 
-def _messages(system: str | None, user: str) -> list[dict[str, str]]:
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-
-
-def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> list[int]:
-    """Token ids of a one-turn conversation ending where the assistant starts to answer.
-
-    Templates without a system role (they raise) get the system text folded into the user turn; a
-    tokenizer without a chat template (base model) gets a plain "system, question, Answer:" text.
-    """
-    if tokenizer.chat_template:
-        kwargs = dict(tokenize=False, add_generation_prompt=True, enable_thinking=False)
-        try:
-            text = tokenizer.apply_chat_template(_messages(system, user), **kwargs)
-        except Exception:  # jinja raises TemplateError for "system role not supported"
-            if not system:
-                raise
-            text = tokenizer.apply_chat_template(_messages(None, f"{system}\n\n{user}"), **kwargs)
-    else:
-        text = (f"{system}\n\n" if system else "") + f"{user}\nAnswer:"
-    # The rendered text already holds BOS/special tokens where the template wants them.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def question_prompt_ids(tokenizer: PreTrainedTokenizerBase, item: Item, config: PromptConfig,
                         rewording: str | None = None, system: str | None = None,
                         decided: str | None = None) -> list[int]:
@@ -255,7 +216,7 @@ def question_prompt_ids(tokenizer: PreTrainedTokenizerBase, item: Item, config: 
     user = config.question(statement)
     if decided is not None:
         user += config.decision_instruction.format(letter=decided)
-    return chat_prompt_ids(tokenizer, user, config.system_prompt if system is None else system)
+    return chat_input_ids(tokenizer, single_turn(user, config.system_prompt if system is None else system))
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerBase, letter: str, config: PromptConfig) -> list[int]:

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 import torch
 
 from memalign.errors import ConfigError
+from memalign.persona.choices import check_choice
 
 PREDICTIONS = ("expected", "argmax")
 
 
 def check_prediction(kind: str) -> str:
-    if kind not in PREDICTIONS:
-        raise ConfigError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {kind!r}")
-    return kind
+    return check_choice("prediction", kind, PREDICTIONS)
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,6 @@ class AnswerScores:
         """|prediction - raw answer| for every item with a non-missing raw answer."""
         preds = self.by_item(kind)
         return {i: abs(preds[i] - raw[i]) for i in self.item_ids if raw.get(i) is not None}
-
-    def mae(self, raw: Mapping[int, int | None], kind: str = "expected") -> float:
-        errors = list(self.abs_errors(raw, kind).values())
-        return sum(errors) / len(errors) if errors else math.nan
 
     def subset(self, item_ids: Sequence[int]) -> AnswerScores:
         index = {i: n for n, i in enumerate(self.item_ids)}

@@ -7,12 +7,13 @@ Everything per-model that PAS and its evaluation need goes through a :class:`Que
 * :meth:`score` runs the final tokens (optionally under a steering) and scores the option tokens;
 * :meth:`capture` runs final token + agree/disagree answer and records the heads at the answer token.
 
-Banks and activations are cached on disk under ``memalign.models.cache.cache_root()/persona`` keyed by
+Banks and activations are cached on disk under ``memalign.models.cache_dir.cache_root()/persona`` keyed by
 the model (name, dims, weight fingerprint, dtype) and a hash of every token id, as safetensors.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.errors import ConfigError
-from memalign.models.cache import cache_root
+from memalign.models.cache_dir import cache_root
 from memalign.persona.batching import ContextBank
 from memalign.persona.capture import (
     HeadActivations,
@@ -40,6 +41,8 @@ from memalign.persona.prompts import (
 from memalign.persona.scoring import AnswerScores, OptionScorer
 from memalign.persona.steering import Steering, check_positions, row_shifts
 from memalign.progress import status
+
+logger = logging.getLogger(__name__)
 
 
 def persona_cache_dir() -> Path:
@@ -99,6 +102,7 @@ class QuestionnaireSession:
         if self._bank is None:
             path = self._cache_path("banks", self.contexts, self.batch_size)
             if path is not None and path.is_file():
+                logger.debug("loading encoded questions from %s", path)
                 self._bank = ContextBank.load(path, self.model.device)
             else:
                 self._bank = ContextBank.build(self.model, self.contexts, self.batch_size,

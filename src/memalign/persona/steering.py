@@ -17,7 +17,7 @@ Positions policy:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +60,10 @@ class Steering:
 
     def __post_init__(self) -> None:
         check_positions(self.positions)
+        for name in ("num_layers", "num_heads", "head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         heads = tuple((int(layer), int(head)) for layer, head in self.heads)
         object.__setattr__(self, "heads", heads)
         object.__setattr__(self, "directions", torch.as_tensor(self.directions, dtype=torch.float32).detach().cpu())
@@ -184,9 +188,3 @@ class SteeringHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
-
-
-def steering_from_arrays(heads: Sequence[tuple[int, int]], directions: torch.Tensor, stds: torch.Tensor, alpha: float,
-                         spec: ArchSpec, positions: str = "all", meta: dict[str, Any] | None = None) -> Steering:
-    return Steering(tuple(heads), directions, stds, alpha, spec.num_layers, spec.num_heads, spec.head_dim,
-                    positions, dict(meta or {}))

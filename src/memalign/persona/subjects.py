@@ -11,21 +11,25 @@ Accepted answer files (items are ``i<full_id>`` keys/columns; values 1..5, 0 or 
   demographic fields. Does not say whether it is recoded: pass ``recoded=True`` for Johnson/PAPI data.
 * memalign JSON (written by ``memalign persona quiz``): ``{"format": "memalign.answers/1",
   "instrument": ..., "recoded": false, "subjects": [ {"id": ..., "i1": 4, ...} ]}``.
-* CSV: a header with ``case`` / ``id`` / ``subject`` and ``i<full_id>`` columns.
+* CSV: a header with ``case`` / ``id`` / ``subject`` and ``i<full_id>`` columns; every row has exactly
+  the header's number of fields.
+
+Every file is read by :func:`read_answers_file`. A file that is not UTF-8, empty, cut off, of the wrong
+shape, or that repeats a subject id, is refused with one :class:`~memalign.errors.DataError` naming the
+file and the row: a damaged file must never turn into "missing answers" or silently drop a person.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from memalign.datafiles import csv_rows, parse_json_text, read_data_file
 from memalign.errors import ConfigError, DataError
 from memalign.persona.instruments import Instrument, Item
 
@@ -137,14 +141,21 @@ def _record_to_subject(record: Mapping[str, Any], where: str, instrument: Instru
         item_id = int(match.group(1))
         if item_id not in instrument:
             raise DataError(f"{where}: column {key!r} names item {item_id}, which is not in {instrument.name}")
+        if item_id in values:
+            raise DataError(f"{where}: item {item_id} appears in two columns (e.g. i{item_id} and {key!r})")
         values[item_id] = _parse_value(value, where, str(key))
     missing = [i for i in required if i not in values]
     if missing:
         raise DataError(f"{where}: missing column i{missing[0]} ({len(missing)} of the {len(required)} required "
                         f"items of {instrument.name} are absent)")
     raw = {i: raw_from_value(v, instrument.item(i), recoded) for i, v in values.items()}
-    subject_id = next((str(info[k]) for k in _ID_KEYS if info.get(k) not in (None, "")), fallback_id)
-    return SubjectAnswers(subject_id, raw, info)
+    id_key = next((k for k in _ID_KEYS if info.get(k) not in (None, "")), None)
+    if id_key is None:
+        return SubjectAnswers(fallback_id, raw, info)
+    subject_id = info[id_key]
+    if isinstance(subject_id, bool) or not isinstance(subject_id, (str, int)):
+        raise DataError(f"{where}: {id_key} must be a text or an integer id, got {subject_id!r}")
+    return SubjectAnswers(str(subject_id).strip(), raw, info)
 
 
 def _resolve_recoded(declared_by_file: bool | None, recoded: bool | None, path: Path) -> bool:
@@ -160,32 +171,36 @@ def _resolve_recoded(declared_by_file: bool | None, recoded: bool | None, path: 
     return value
 
 
-def load_answers(path: str | Path, instrument: Instrument, recoded: bool | None = None,
-                 required_items: Iterable[int] | None = None) -> list[SubjectAnswers]:
-    """Read every person in an answers file (formats in the module docstring).
+# ---- reading files -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnswersFile:
+    """What one answers file holds: its subjects, the resolved recoding and the sha256 of its bytes."""
+
+    path: Path
+    subjects: tuple[SubjectAnswers, ...]
+    recoded: bool
+    sha256: str
+
+
+def read_answers_file(path: str | Path, instrument: Instrument, recoded: bool | None = None,
+                      required_items: Iterable[int] | None = None) -> AnswersFile:
+    """Read every person in an answers file (formats in the module docstring) — the one loader for them.
 
     ``required_items`` (default: every item of ``instrument``) must be present in each record; an
-    absent column is an error, an explicit 0/empty is a missing answer. Raises :class:`DataError`
-    naming the first bad row.
+    absent column is an error, an explicit 0/empty is a missing answer. Subject ids must be unique.
+    Raises :class:`DataError` naming the file and the first bad row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"answers file {path} does not exist")
+    text, digest = read_data_file(path, "answers file")
     required = tuple(required_items) if required_items is not None else instrument.ids
     declared: bool | None = None
+    rows: Sequence[tuple[str, Any]]
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            if not any(_ITEM_KEY.match(c.strip()) for c in header):
-                raise DataError(f"{path}: no item columns (expected i<full_id> headers such as i1, i2, ...)")
-            rows = [(f"{path}: line {n}", row) for n, row in enumerate(reader, start=2)]
-        recoded = _resolve_recoded(None, recoded, path)
+        header, rows = csv_rows(text, path)
+        if not any(_ITEM_KEY.match(c) for c in header):
+            raise DataError(f"{path}: no item columns (expected i<full_id> headers such as i1, i2, ...)")
     else:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        data = parse_json_text(text, path)
         if isinstance(data, dict):
             if data.get("format") != ANSWERS_FORMAT or not isinstance(data.get("subjects"), list):
                 raise DataError(f"{path}: a JSON object must be a {ANSWERS_FORMAT} file with a 'subjects' list")
@@ -194,17 +209,58 @@ def load_answers(path: str | Path, instrument: Instrument, recoded: bool | None 
                 raise DataError(f"{path}: 'recoded' must be true or false")
             data = data["subjects"]
         if not isinstance(data, list):
-            raise DataError(f"{path}: expected a list of answer records")
+            raise DataError(f"{path}: expected a list of answer records, got a JSON {type(data).__name__}")
         rows = [(f"{path}: record {n}", rec) for n, rec in enumerate(data)]
-        recoded = _resolve_recoded(declared, recoded, path)
-    subjects = []
+    if not rows:
+        raise DataError(f"{path}: no answer records")
+    resolved = _resolve_recoded(declared, recoded, path)
+    subjects: list[SubjectAnswers] = []
+    first_seen: dict[str, str] = {}
     for n, (where, record) in enumerate(rows):
         if not isinstance(record, Mapping):
             raise DataError(f"{where}: expected an object of i<full_id> answers, got {type(record).__name__}")
-        subjects.append(_record_to_subject(record, where, instrument, required, recoded, fallback_id=str(n)))
-    if not subjects:
-        raise DataError(f"{path}: no answer records")
-    return subjects
+        subject = _record_to_subject(record, where, instrument, required, resolved, fallback_id=str(n))
+        if (first := first_seen.get(subject.subject_id)) is not None:
+            raise DataError(f"{where}: subject id {subject.subject_id!r} was already used ({first}); ids must be "
+                            "unique")
+        first_seen[subject.subject_id] = where.removeprefix(f"{path}: ")
+        subjects.append(subject)
+    return AnswersFile(path, tuple(subjects), resolved, digest)
+
+
+def load_answers(path: str | Path, instrument: Instrument, recoded: bool | None = None,
+                 required_items: Iterable[int] | None = None) -> list[SubjectAnswers]:
+    """The subjects of an answers file (see :func:`read_answers_file`, which also returns its hash)."""
+    return list(read_answers_file(path, instrument, recoded, required_items).subjects)
+
+
+def load_personality_prompts(path: str | Path, subject_ids: Sequence[str]) -> dict[str, str]:
+    """Per-subject "You are ..." descriptions: PAlign's ``personality_prompt*.json`` or a mapping.
+
+    PAlign's file is a list in the subjects file's order (``subject_ids``), the text in ``output[0]``;
+    ``{subject id: text or {"output": [text]}}`` is accepted too. Every entry must hold non-empty text.
+    """
+    path = Path(path)
+    data = parse_json_text(read_data_file(path, "personality prompts file")[0], path)
+
+    def text_of(entry: Any, where: str) -> str:
+        value = entry
+        if isinstance(entry, Mapping):
+            output = entry.get("output")
+            value = output[0] if isinstance(output, list) and output else None
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{path}: {where}: expected a non-empty text or {{'output': [text, ...]}}")
+        return value
+
+    if isinstance(data, dict):
+        return {str(k): text_of(v, f"entry {k!r}") for k, v in data.items()}
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list (one entry per subject) or an object, got a JSON "
+                        f"{type(data).__name__}")
+    if len(data) != len(subject_ids):
+        raise DataError(f"{path} must be a list with one entry per subject of the subjects file "
+                        f"({len(subject_ids)}), in the same order; it has {len(data)}")
+    return {sid: text_of(entry, f"entry {n}") for n, (sid, entry) in enumerate(zip(subject_ids, data, strict=True))}
 
 
 def find_subject(subjects: list[SubjectAnswers], subject: str) -> SubjectAnswers:

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from memalign.bench.loaders.common import find_jsonl, read_rows, split_template
+from memalign.bench.loaders.common import build_records, find_jsonl, read_rows, register_suite_tasks, split_template
 from memalign.bench.records import Record
-from memalign.bench.tasks.base import Task, TaskContext, register_task
+from memalign.bench.tasks.base import TaskContext
 from memalign.errors import DataError
 
 HINT = ("Download the task's .jsonl from the Hugging Face dataset xinrongzhang2022/InfiniteBench into that folder, "
@@ -59,7 +59,7 @@ SPECS: dict[str, InfiniteBenchSpec] = {
         32, "code_debug"),
 }
 
-FIELDS = ("context", "input", "answer")
+FIELDS: dict[str, type | tuple[type, ...]] = {"context": str, "input": str, "answer": (list, str, int, float)}
 
 
 def _fields(task: str, row: dict[str, Any], lineno: int) -> dict[str, Any]:
@@ -67,18 +67,18 @@ def _fields(task: str, row: dict[str, Any], lineno: int) -> dict[str, Any]:
     options = row.get("options") or []
     if task in ("longbook_choice_eng", "code_debug"):
         if len(options) != 4:
-            raise DataError(f"InfiniteBench {task}: row {lineno} needs 4 options, has {len(options)}")
+            raise DataError(f"needs 4 options, has {len(options)}")
         fields.update({f"OPTION_{c}": o for c, o in zip("ABCD", options, strict=True)})
     if task == "kv_retrieval":
         # InfLLM slices input[6:44], the quoted key; a regex finds the same quoted key without position assumptions.
         found_key = re.search(r'"[^"]+"', row["input"])
         if not found_key:
-            raise DataError(f"InfiniteBench kv_retrieval: row {lineno} input has no quoted key")
+            raise DataError("input has no quoted key")
         fields["key"] = found_key.group(0)
     if task == "math_find":
         found = re.findall(r"The .+ of", row["input"])
         if not found:
-            raise DataError(f"InfiniteBench math_find: row {lineno} input has no 'The ... of'")
+            raise DataError("input has no 'The ... of'")
         fields["prefix"] = f"What is {found[0].lower()[:-3]} in the following list?"
     return fields
 
@@ -89,6 +89,8 @@ def _answers(task: str, row: dict[str, Any]) -> list[Any]:
         first = answer[0] if isinstance(answer, list) else answer
         if isinstance(answer, list) and len(answer) == 2 and answer[1] in ("A", "B", "C", "D"):
             return list(answer)
+        if first not in row["options"]:
+            raise DataError(f"answer {first!r} is not one of the options")
         return [first, "ABCD"[row["options"].index(first)]]
     return list(answer) if isinstance(answer, list) else [answer]
 
@@ -96,29 +98,16 @@ def _answers(task: str, row: dict[str, Any]) -> list[Any]:
 def load_infinitebench(task: str, ctx: TaskContext, n: int) -> list[Record]:
     spec = SPECS[task]
     path = find_jsonl(ctx.data_dir, task, "InfiniteBench", HINT)
-    records = []
-    for i, row in enumerate(read_rows(path, FIELDS, n)):
-        head, tail = split_template(spec.prompt, _fields(task, row, i + 1))
-        records.append(Record(
+
+    def build(lineno: int, row: dict[str, Any]) -> Record:
+        head, tail = split_template(spec.prompt, _fields(task, row, lineno))
+        return Record(
             context=head + row["context"], question=tail, answer_prefix="", answer=_answers(task, row),
             max_new_tokens=spec.max_new_tokens, task=f"infinitebench:{task}", metric=spec.metric,
-            id=str(row.get("id", i)), meta={},
-        ))
-    return records
+            id=str(row.get("id", lineno - 1)), meta={},
+        )
+
+    return build_records(path, read_rows(path, FIELDS, n), build)
 
 
-def _make(task: str) -> None:
-    class _InfiniteBenchTask(Task):
-        name = f"infinitebench:{task}"
-        description = f"InfiniteBench {task} ({SPECS[task].metric}) from --data-dir"
-        synthetic = False
-
-        def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-            return load_infinitebench(task, ctx, n)
-
-    _InfiniteBenchTask.__name__ = f"InfiniteBench_{task}"
-    register_task(_InfiniteBenchTask)
-
-
-for _task in SPECS:
-    _make(_task)
+register_suite_tasks("infinitebench", "InfiniteBench", SPECS, load_infinitebench, HINT)

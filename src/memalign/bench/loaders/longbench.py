@@ -14,10 +14,11 @@ Row fields: ``input, context, answers, length, dataset, language, all_classes, _
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from memalign.bench.loaders.common import find_jsonl, read_rows, split_template
+from memalign.bench.loaders.common import build_records, find_jsonl, read_rows, register_suite_tasks, split_template
 from memalign.bench.records import Record
-from memalign.bench.tasks.base import Task, TaskContext, register_task
+from memalign.bench.tasks.base import TaskContext
 
 HINT = ("Download LongBench v1's data.zip (Hugging Face dataset THUDM/LongBench) and unzip it into that folder, "
         "or run `memalign bench download longbench DIR` where the hub is reachable.")
@@ -89,37 +90,26 @@ SPECS: dict[str, LongBenchSpec] = {
                                  "code_sim", chat=False),
 }
 
-FIELDS = ("input", "context", "answers", "all_classes")
+FIELDS: dict[str, type | tuple[type, ...]] = {"input": str, "context": str, "answers": (list, str),
+                                              "all_classes": (list, type(None))}
 
 
 def load_longbench(task: str, ctx: TaskContext, n: int) -> list[Record]:
     spec = SPECS[task]
     path = find_jsonl(ctx.data_dir, task, "LongBench", HINT)
-    records = []
-    for i, row in enumerate(read_rows(path, FIELDS, n)):
+
+    def build(lineno: int, row: dict[str, Any]) -> Record:
         head, tail = split_template(spec.prompt, {"input": row["input"]})
         answers = row["answers"] if isinstance(row["answers"], list) else [row["answers"]]
-        records.append(Record(
+        return Record(
             context=head + row["context"], question=tail, answer_prefix="", answer=[str(a) for a in answers],
             max_new_tokens=spec.max_new_tokens, task=f"longbench:{task}", metric=spec.metric,
-            id=str(row.get("_id") or f"{task}-{i}"), chat_template=spec.chat, stop=["\n"] if spec.stop_newline else [],
+            id=str(row.get("_id") or f"{task}-{lineno - 1}"), chat_template=spec.chat,
+            stop=["\n"] if spec.stop_newline else [],
             meta={"all_classes": row.get("all_classes"), "first_line": spec.first_line, "length": row.get("length")},
-        ))
-    return records
+        )
+
+    return build_records(path, read_rows(path, FIELDS, n), build)
 
 
-def _make(task: str) -> None:
-    class _LongBenchTask(Task):
-        name = f"longbench:{task}"
-        description = f"LongBench v1 {task} ({SPECS[task].metric}) from --data-dir"
-        synthetic = False
-
-        def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-            return load_longbench(task, ctx, n)
-
-    _LongBenchTask.__name__ = f"LongBench_{task}"
-    register_task(_LongBenchTask)
-
-
-for _task in SPECS:
-    _make(_task)
+register_suite_tasks("longbench", "LongBench v1", SPECS, load_longbench, HINT)

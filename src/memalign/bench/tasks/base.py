@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
 from memalign.bench.prompts import count_tokens
 from memalign.bench.records import Record
 from memalign.errors import ConfigError, DataError
+from memalign.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,39 +44,42 @@ class TaskContext:
 
 
 class Task(ABC):
-    """One benchmark task. Subclasses set ``name``/``description`` and implement :meth:`records`."""
+    """One benchmark task. Subclasses set ``name``/``description`` (on the class, or on the instance for
+    one class serving several tasks) and implement :meth:`records`."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    synthetic: ClassVar[bool] = True
+    name: str
+    description: str
+    synthetic: bool = True
 
     @abstractmethod
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
         """``n`` records whose prompts (plus generation budget) fit ``length`` tokens."""
 
 
-TASKS: dict[str, Task] = {}
+TASKS: Registry[Task] = Registry("task", hint="(`memalign bench tasks` lists them)")
+
+
+def add_task(task: Task) -> Task:
+    """Register a task instance under its name; a second task under a taken name raises."""
+    return TASKS.add(task.name, task)
 
 
 def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: instantiate the task and register it under ``cls.name``."""
-    if cls.name in TASKS:
-        raise ValueError(f"task {cls.name!r} registered twice")
-    TASKS[cls.name] = cls()
+    add_task(cls())
     return cls
 
 
 def get_task(name: str) -> Task:
+    """The task registered as ``name``; an unknown name raises :class:`UnknownNameError` listing the known."""
     _load_builtin_tasks()
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}") from None
+    return TASKS[name]
 
 
 def list_tasks() -> dict[str, Task]:
+    """Every task, by name in name order."""
     _load_builtin_tasks()
-    return dict(sorted(TASKS.items()))
+    return {name: TASKS[name] for name in sorted(TASKS)}
 
 
 def _load_builtin_tasks() -> None:
@@ -115,6 +118,32 @@ def _spread_depth(i: int) -> float:
     return depth
 
 
+Builder = Callable[[int], Record]
+"""One sample's record as a function of its filler size (units of noise, sentences, words, pairs)."""
+
+
+def fit_each(ctx: TaskContext, length: int, builders: Iterable[Builder], filler: str) -> list[Record]:
+    """Each sample's record at the largest filler size that fits ``length``, in order. One :class:`Fitter`
+    serves them all: samples of one length differ by a few tokens, so its last answer seeds the next search."""
+    fitter = Fitter(ctx.tokenizer, length)
+    return [fitter.fit(build, filler) for build in builders]
+
+
+class SampledTask(Task):
+    """A synthetic task drawn sample by sample: :meth:`sample` draws sample ``i``'s content from its own
+    RNG (so it does not depend on ``n`` or the length) and returns its record as a function of the filler
+    size, which :func:`fit_each` then calibrates."""
+
+    filler: str = "filler"  # what grows with the length, named when even none of it fits
+
+    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
+        return fit_each(ctx, length, (self.sample(ctx, length, seed, i) for i in range(n)), self.filler)
+
+    @abstractmethod
+    def sample(self, ctx: TaskContext, length: int, seed: int, i: int) -> Builder:
+        """Draw sample ``i``; return its record for a filler size."""
+
+
 class Fitter:
     """Finds the largest filler size whose record fits the token budget (RULER's calibration).
 
@@ -141,10 +170,13 @@ class Fitter:
         if guess is None:  # extrapolate from the cost of 64 units
             per_unit = max(1e-3, (self.size(build(64)) - empty) / 64)
             guess = max(1, int((self.length - empty) / per_unit))
-        if self.fits(build(guess)):
+        if (lo_size := self.size(build(guess))) <= self.length:
             lo, hi = guess, guess + max(1, guess // 50)
-            while self.fits(build(hi)):
-                lo, hi = hi, hi + max(1, (hi - lo) * 2)
+            while (hi_size := self.size(build(hi))) <= self.length:
+                if hi_size == lo_size:  # more units add nothing: the filler ran out before the length did
+                    self._guess = lo
+                    return build(lo)
+                lo, hi, lo_size = hi, hi + max(1, (hi - lo) * 2), hi_size
         else:
             hi, lo = guess, int(guess * 0.98)
             while lo > 0 and not self.fits(build(lo)):

@@ -6,7 +6,7 @@ import functools
 import re
 from pathlib import Path
 
-from memalign.errors import DataError
+from memalign.bench.loaders.haystack import read_haystack
 
 # The Landmark-attention / RULER / InfiniteBench filler.
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -14,16 +14,7 @@ NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. The
 
 @functools.lru_cache(maxsize=4)
 def _read_folder(directory: str) -> str:
-    folder = Path(directory)
-    files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
-    if not files:
-        raise DataError(f"haystack folder {folder} has no .txt files (pass a folder of plain-text essays)")
-    return "\n\n".join(f.read_text(encoding="utf-8", errors="replace").strip() for f in files)
-
-
-def essay_text(directory: Path) -> str:
-    """All ``*.txt`` files of the folder, in name order, joined by blank lines."""
-    return _read_folder(str(Path(directory).resolve()))
+    return read_haystack(Path(directory))
 
 
 @functools.lru_cache(maxsize=4)

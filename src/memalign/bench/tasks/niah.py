@@ -9,7 +9,7 @@ needle's answer words in the reply.
 from __future__ import annotations
 
 from memalign.bench.records import Record
-from memalign.bench.tasks.base import Fitter, Task, TaskContext, register_task, spread_depths
+from memalign.bench.tasks.base import Builder, Task, TaskContext, fit_each, register_task, spread_depths
 from memalign.bench.tasks.haystack import essay_sentences
 
 NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
@@ -26,21 +26,21 @@ class NeedleInAHaystack(Task):
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
         sentences = essay_sentences(ctx.require_haystack(self.name))
-        fitter = Fitter(ctx.tokenizer, length)
-        out = []
         depths = spread_depths(ctx, n, DEFAULT_DEPTHS)
-        for i, depth in enumerate(depths):
-            # Sample i starts at a different essay sentence so repeated samples see different text.
-            start = (i * 997 + seed * 7919) % len(sentences)
+        builders = (self._sample(sentences, length, seed, i, depth) for i, depth in enumerate(depths))
+        return fit_each(ctx, length, builders, "haystack")
 
-            def build(k: int, depth: float = depth, start: int = start, i: int = i) -> Record:
-                hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
-                at = int(round(depth * k))
-                text = " ".join(hay[:at] + [NEEDLE] + hay[at:])
-                return Record(context=f"<document>\n{text}\n</document>\n\n", question=QUESTION,
-                              answer_prefix="The best thing to do in San Francisco is", answer=[ANSWER],
-                              max_new_tokens=32, task=self.name, metric="rouge1_recall",
-                              id=f"{self.name}-{length}-{i}", meta={"depth": depth, "length": length})
+    def _sample(self, sentences: tuple[str, ...], length: int, seed: int, i: int, depth: float) -> Builder:
+        # Sample i starts at a different essay sentence so repeated samples see different text.
+        start = (i * 997 + seed * 7919) % len(sentences)
 
-            out.append(fitter.fit(build, "haystack"))
-        return out
+        def build(k: int) -> Record:
+            hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
+            at = int(round(depth * k))
+            text = " ".join(hay[:at] + [NEEDLE] + hay[at:])
+            return Record(context=f"<document>\n{text}\n</document>\n\n", question=QUESTION,
+                          answer_prefix="The best thing to do in San Francisco is", answer=[ANSWER],
+                          max_new_tokens=32, task=self.name, metric="rouge1_recall",
+                          id=f"{self.name}-{length}-{i}", meta={"depth": depth, "length": length})
+
+        return build

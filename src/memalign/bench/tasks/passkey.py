@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from memalign.bench.records import Record
-from memalign.bench.tasks.base import Fitter, Task, TaskContext, register_task, sample_rng, spread_depths
+import random
+
+from memalign.bench.tasks.base import register_task
 from memalign.bench.tasks.haystack import NOISE
+from memalign.bench.tasks.noise_needle import NeedleInNoise
 
 TASK_DESCRIPTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
                     "I will quiz you about the important information there.")
 
 
 @register_task
-class Passkey(Task):
+class Passkey(NeedleInNoise):
     name = "passkey"
     description = "Landmark/InfLLM passkey: integer 1..50000 in repeated noise; score = first integer matches"
+    thing = "pass key"
+    answer_prefix = "The pass key is"
+    max_new_tokens = 10
 
-    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        fitter = Fitter(ctx.tokenizer, length)
-        out = []
-        for i, depth in enumerate(spread_depths(ctx, n)):
-            key = sample_rng(seed, self.name, i).randint(1, 50000)
-            info = f"The pass key is {key}. Remember it. {key} is the pass key."
+    def make_key(self, rng: random.Random) -> str:
+        return str(rng.randint(1, 50000))
 
-            def build(k: int, key: int = key, info: str = info, depth: float = depth, i: int = i) -> Record:
-                before = int(round(k * depth))
-                context = "\n".join([TASK_DESCRIPTION, " ".join([NOISE] * before), info,
-                                     " ".join([NOISE] * (k - before))]) + "\n"
-                return Record(context=context, question="What is the pass key?", answer_prefix="The pass key is",
-                              answer=[str(key)], max_new_tokens=10, task=self.name, metric="first_int_match",
-                              id=f"{self.name}-{length}-{i}", meta={"depth": depth, "length": length})
-
-            out.append(fitter.fit(build, "noise"))
-        return out
+    def layout(self, needle: str, before: int, after: int) -> str:
+        return "\n".join([TASK_DESCRIPTION, " ".join([NOISE] * before), needle, " ".join([NOISE] * after)]) + "\n"

@@ -15,15 +15,26 @@ so a sample's content does not move while its length is calibrated.
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 import uuid
 from dataclasses import dataclass
 
 from memalign.bench.records import Record
-from memalign.bench.tasks.base import Fitter, Task, TaskContext, register_task, sample_rng
+from memalign.bench.tasks.base import (
+    Builder,
+    SampledTask,
+    Task,
+    TaskContext,
+    add_task,
+    fit_each,
+    register_task,
+    sample_rng,
+)
 from memalign.bench.tasks.haystack import NOISE, essay_sentences
 from memalign.bench.tasks.words import key_words, vocabulary_words
+from memalign.errors import ConfigError
 
 NIAH_CONTEXT = ("Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. "
                 "I will quiz you about the {type_needle_v} afterwards.\n{context}\n")
@@ -54,54 +65,52 @@ class _NiahSpec:
     num_q: int = 1
 
 
-class _RulerNiah(Task):
-    spec: _NiahSpec
+class _RulerNiah(SampledTask):
+    """One RULER NIAH variant: its haystack, key and value kinds and counts are its :class:`_NiahSpec`."""
 
-    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
+    filler = "haystack"
+
+    def __init__(self, name: str, spec: _NiahSpec, description: str) -> None:
+        self.name, self.spec, self.description = name, spec, description
+
+    def sample(self, ctx: TaskContext, length: int, seed: int, i: int) -> Builder:
         spec = self.spec
         sentences = essay_sentences(ctx.require_haystack(self.name)) if spec.haystack == "essay" else ()
-        fitter = Fitter(ctx.tokenizer, length)
-        out = []
-        for i in range(n):
-            rng = sample_rng(seed, self.name, i)
-            keys: list[str] = []
-            while len(keys) < spec.num_k:
-                k = _random_value(rng, spec.key)
-                if k not in keys:
-                    keys.append(k)
-            values = [[_random_value(rng, spec.value) for _ in range(spec.num_v)] for _ in keys]
-            type_v = spec.value
-            needles = [NEEDLE.format(type_needle_v=type_v, key=k, value=v)
-                       for k, vs in zip(keys, values, strict=True) for v in vs]
-            rng.shuffle(needles)
+        rng = sample_rng(seed, self.name, i)
+        keys: list[str] = []
+        while len(keys) < spec.num_k:
+            k = _random_value(rng, spec.key)
+            if k not in keys:
+                keys.append(k)
+        values = [[_random_value(rng, spec.value) for _ in range(spec.num_v)] for _ in keys]
+        needles = [NEEDLE.format(type_needle_v=spec.value, key=k, value=v)
+                   for k, vs in zip(keys, values, strict=True) for v in vs]
+        rng.shuffle(needles)
+        if spec.haystack == "essay":
+            depths = sorted(rng.sample(DEPTHS, len(needles)))
+        else:
+            depths = sorted(rng.random() for _ in needles)
+        q_idx = rng.sample(range(spec.num_k), spec.num_q)
+        queries = [keys[j] for j in q_idx]
+        answers = [v for j in q_idx for v in values[j]]
+        query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
+        start = rng.randrange(max(1, len(sentences)))
+        distractors = _DistractorStream(random.Random(f"{seed}/{self.name}/{i}/distractors"), spec, set(keys))
+
+        def build(k: int) -> Record:
             if spec.haystack == "essay":
-                depths = sorted(rng.sample(DEPTHS, len(needles)))
+                hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
+                joiner = " "
+            elif spec.haystack == "noise":
+                hay, joiner = [NOISE] * k, "\n"
             else:
-                depths = sorted(rng.random() for _ in needles)
-            q_idx = rng.sample(range(spec.num_k), spec.num_q)
-            queries = [keys[j] for j in q_idx]
-            answers = [v for j in q_idx for v in values[j]]
-            query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
-            start = rng.randrange(max(1, len(sentences)))
-            distractors = _DistractorStream(random.Random(f"{seed}/{self.name}/{i}/distractors"), spec, set(keys))
+                hay, joiner = distractors.take(k), "\n"
+            units = list(hay)
+            for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda nd: nd[1], reverse=True):
+                units.insert(int(depth * k) if spec.haystack == "essay" else min(k, int(depth * (k + 1))), needle)
+            return _niah_record(self.name, length, i, joiner.join(units), query, answers, spec, depths)
 
-            def build(k: int, needles: list[str] = needles, depths: list[float] = depths, query: str = query,
-                      answers: list[str] = answers, start: int = start, distractors: _DistractorStream = distractors,
-                      i: int = i) -> Record:
-                if spec.haystack == "essay":
-                    hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
-                    joiner = " "
-                elif spec.haystack == "noise":
-                    hay, joiner = [NOISE] * k, "\n"
-                else:
-                    hay, joiner = distractors.take(k), "\n"
-                units = list(hay)
-                for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda nd: nd[1], reverse=True):
-                    units.insert(int(depth * k) if spec.haystack == "essay" else min(k, int(depth * (k + 1))), needle)
-                return _niah_record(self.name, length, i, joiner.join(units), query, answers, spec, depths)
-
-            out.append(fitter.fit(build, "haystack"))
-        return out
+        return build
 
 
 class _DistractorStream:
@@ -139,9 +148,8 @@ def _niah_record(task: str, length: int, i: int, context: str, query: str, answe
                   meta={"length": length, "needle_depths": [round(d, 4) for d in depths]})
 
 
-def _niah_task(name: str, spec: _NiahSpec, description: str) -> type[Task]:
-    cls = type(f"Ruler_{name}", (_RulerNiah,), {"name": name, "spec": spec, "description": description})
-    return register_task(cls)
+def _niah_task(name: str, spec: _NiahSpec, description: str) -> None:
+    add_task(_RulerNiah(name, spec, description))
 
 
 _niah_task("niah_single_1", _NiahSpec("noise", "words", "numbers"), "RULER: one word->7-digit number in noise")
@@ -187,37 +195,33 @@ def _vt_text(chain: list[str], positions: list[float], num_noise: int) -> str:
 
 
 @register_task
-class VariableTracking(Task):
+class VariableTracking(SampledTask):
     name = "vt"
     description = "RULER variable tracking: 1 chain x 4 hops in noise; name all 5 variables"
+    filler = "noise"
     num_hops = 4
 
-    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        fitter = Fitter(ctx.tokenizer, length)
-        out = []
-        for i in range(n):
-            rng = sample_rng(seed, self.name, i)
-            # RULER's in-context example: 3-letter names, a short noise, the answer spelled out.
-            ex_names, ex_chain = _vt_chain(rng, self.num_hops, 3)
-            ex_value = ex_chain[0].split("=")[-1].strip()
-            example = (VT_CONTEXT.format(context=_vt_text(ex_chain, [rng.random() for _ in ex_chain], 5))
-                       + VT_QUESTION.format(query=ex_value) + " "
-                       + VT_PREFIX.format(num_v=self.num_hops + 1, query=ex_value) + " ".join(ex_names) + "\n\n")
-            names, chain = _vt_chain(rng, self.num_hops, 5)
-            value = chain[0].split("=")[-1].strip()
-            positions = [rng.random() for _ in chain]
+    def sample(self, ctx: TaskContext, length: int, seed: int, i: int) -> Builder:
+        rng = sample_rng(seed, self.name, i)
+        # RULER's in-context example: 3-letter names, a short noise, the answer spelled out.
+        ex_names, ex_chain = _vt_chain(rng, self.num_hops, 3)
+        ex_value = ex_chain[0].split("=")[-1].strip()
+        example = (VT_CONTEXT.format(context=_vt_text(ex_chain, [rng.random() for _ in ex_chain], 5))
+                   + VT_QUESTION.format(query=ex_value) + " "
+                   + VT_PREFIX.format(num_v=self.num_hops + 1, query=ex_value) + " ".join(ex_names) + "\n\n")
+        names, chain = _vt_chain(rng, self.num_hops, 5)
+        value = chain[0].split("=")[-1].strip()
+        positions = [rng.random() for _ in chain]
 
-            def build(k: int, chain: list[str] = chain, positions: list[float] = positions, names: list[str] = names,
-                      value: str = value, example: str = example, i: int = i) -> Record:
-                return Record(context=example + VT_CONTEXT.format(context=_vt_text(chain, positions, k)),
-                              question=VT_QUESTION.format(query=value),
-                              answer_prefix=VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
-                              answer=list(names), max_new_tokens=30, task=self.name, metric="string_match_all",
-                              id=f"{self.name}-{length}-{i}",
-                              meta={"length": length, "hop_depths": [round(p, 4) for p in positions]})
+        def build(k: int) -> Record:
+            return Record(context=example + VT_CONTEXT.format(context=_vt_text(chain, positions, k)),
+                          question=VT_QUESTION.format(query=value),
+                          answer_prefix=VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
+                          answer=list(names), max_new_tokens=30, task=self.name, metric="string_match_all",
+                          id=f"{self.name}-{length}-{i}",
+                          meta={"length": length, "hop_depths": [round(p, 4) for p in positions]})
 
-            out.append(fitter.fit(build, "noise"))
-        return out
+        return build
 
 
 # ---- common words extraction ---------------------------------------------------------------------------
@@ -237,6 +241,11 @@ def _cwe_list(words: list[str], num_words: int, freq_cw: int, freq_ucw: int, num
     return " ".join(f"{j + 1}. {w}" for j, w in enumerate(items)), common
 
 
+def _cwe_frequencies(length: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """RULER's (example words, example cw/ucw frequencies) and (cw, ucw) frequencies of the real list."""
+    return ((20, 3, 1), (6, 1)) if length < 4096 else ((40, 10, 3), (30, 3))
+
+
 @register_task
 class CommonWordsExtraction(Task):
     name = "cwe"
@@ -244,35 +253,35 @@ class CommonWordsExtraction(Task):
     num_cw = 10
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        pool = vocabulary_words(ctx.tokenizer)
-        fitter = Fitter(ctx.tokenizer, length)
-        # RULER's frequencies: (example words, example cw/ucw) and (cw, ucw) for the real list.
-        ex_args, freq = ((20, 3, 1), (6, 1)) if length < 4096 else ((40, 10, 3), (30, 3))
-        out = []
-        for i in range(n):
-            rng = sample_rng(seed, self.name, i)
-            words = list(pool)
-            rng.shuffle(words)
-            ex_words = words[-ex_args[0]:]  # the example's words never appear in the real list
-            ex_text, ex_answer = _cwe_list(ex_words, ex_args[0], ex_args[1], ex_args[2], self.num_cw, rng)
-            example = (CWE_CONTEXT.format(context=ex_text) + CWE_QUESTION + " " + CWE_PREFIX + " "
-                       + " ".join(f"{j + 1}. {w}" for j, w in enumerate(ex_answer)) + "\n")
-            words = words[:-ex_args[0]]
+        pool = vocabulary_words(ctx.tokenizer)  # once per call: it scans the whole tokenizer vocabulary
+        records = fit_each(ctx, length, (self._sample(pool, length, seed, i) for i in range(n)), "words")
+        listed = len(pool) - _cwe_frequencies(length)[0][0]  # the example's words are kept out of the list
+        if any(record.meta["num_words"] >= listed for record in records):
+            raise ConfigError(f"cwe: the word pool ({len(pool)} words with this tokenizer) is too small for "
+                              f"{length} tokens; use a shorter length")
+        return records
 
-            def build(k: int, words: list[str] = words, example: str = example, i: int = i) -> Record:
-                num = min(len(words), self.num_cw + k)
-                text, answer = _cwe_list(words, num, freq[0], freq[1], self.num_cw,
-                                         random.Random(f"{seed}/{self.name}/{i}/{num}"))
-                return Record(context=example + CWE_CONTEXT.format(context=text), question=CWE_QUESTION,
-                              answer_prefix=CWE_PREFIX, answer=answer, max_new_tokens=120, task=self.name,
-                              metric="string_match_all", id=f"{self.name}-{length}-{i}",
-                              meta={"length": length, "num_words": num})
+    def _sample(self, pool: list[str], length: int, seed: int, i: int) -> Builder:
+        ex_args, freq = _cwe_frequencies(length)
+        rng = sample_rng(seed, self.name, i)
+        words = list(pool)
+        rng.shuffle(words)
+        ex_words = words[-ex_args[0]:]  # the example's words never appear in the real list
+        ex_text, ex_answer = _cwe_list(ex_words, ex_args[0], ex_args[1], ex_args[2], self.num_cw, rng)
+        example = (CWE_CONTEXT.format(context=ex_text) + CWE_QUESTION + " " + CWE_PREFIX + " "
+                   + " ".join(f"{j + 1}. {w}" for j, w in enumerate(ex_answer)) + "\n")
+        words = words[:-ex_args[0]]
 
-            record = fitter.fit(build, "words")
-            if record.meta["num_words"] >= len(words):
-                raise ValueError(f"cwe: the word pool ({len(words)} words) is too small for {length} tokens")
-            out.append(record)
-        return out
+        def build(k: int) -> Record:
+            num = min(len(words), self.num_cw + k)
+            text, answer = _cwe_list(words, num, freq[0], freq[1], self.num_cw,
+                                     random.Random(f"{seed}/{self.name}/{i}/{num}"))
+            return Record(context=example + CWE_CONTEXT.format(context=text), question=CWE_QUESTION,
+                          answer_prefix=CWE_PREFIX, answer=answer, max_new_tokens=120, task=self.name,
+                          metric="string_match_all", id=f"{self.name}-{length}-{i}",
+                          meta={"length": length, "num_words": num})
+
+        return build
 
 
 # ---- frequent words extraction -------------------------------------------------------------------------
@@ -284,6 +293,7 @@ FWE_QUESTION = ("Question: Do not provide any explanation. Please ignore the dot
 FWE_PREFIX = "Answer: According to the coded text above, the three most frequently appeared words are:"
 
 
+@functools.cache
 def _zeta(alpha: float, terms: int = 10000) -> float:
     """Riemann zeta for alpha > 1: partial sum plus the Euler-Maclaurin tail (error < 1e-12 here)."""
     head = sum(k ** -alpha for k in range(1, terms))
@@ -291,35 +301,31 @@ def _zeta(alpha: float, terms: int = 10000) -> float:
 
 
 @register_task
-class FrequentWordsExtraction(Task):
+class FrequentWordsExtraction(SampledTask):
     name = "fwe"
     description = "RULER frequent words: Zipf(2) coded words, '...' ranked first as noise; name the next 3"
+    filler = "words"
     alpha = 2.0
     word_len = 6
 
-    def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        fitter = Fitter(ctx.tokenizer, length)
+    def sample(self, ctx: TaskContext, length: int, seed: int, i: int) -> Builder:
         vocab_size = max(10, (length - 50) // 50)  # RULER: max_seq_length // 50
         zeta = _zeta(self.alpha)
-        out = []
-        for i in range(n):
-            rng = sample_rng(seed, self.name, i)
-            vocab: set[str] = set()
-            while len(vocab) < vocab_size:
-                vocab.add("".join(rng.choices(string.ascii_lowercase, k=self.word_len)))
-            ranked = sorted(vocab)
-            rng.shuffle(ranked)
-            ranked[0] = "..."
+        rng = sample_rng(seed, self.name, i)
+        vocab: set[str] = set()
+        while len(vocab) < vocab_size:
+            vocab.add("".join(rng.choices(string.ascii_lowercase, k=self.word_len)))
+        ranked = sorted(vocab)
+        rng.shuffle(ranked)
+        ranked[0] = "..."
 
-            def build(k: int, ranked: list[str] = ranked, i: int = i) -> Record:
-                num_words = max(1, k) * 10
-                words = [w for rank, w in enumerate(ranked, 1)
-                         for _ in range(int(num_words * rank ** -self.alpha / zeta))]
-                random.Random(f"{seed}/{self.name}/{i}/{k}").shuffle(words)
-                return Record(context=FWE_CONTEXT.format(context=" ".join(words)), question=FWE_QUESTION,
-                              answer_prefix=FWE_PREFIX, answer=ranked[1:4], max_new_tokens=50, task=self.name,
-                              metric="string_match_all", id=f"{self.name}-{length}-{i}",
-                              meta={"length": length, "num_words": num_words})
+        def build(k: int) -> Record:
+            num_words = max(1, k) * 10
+            words = [w for rank, w in enumerate(ranked, 1) for _ in range(int(num_words * rank ** -self.alpha / zeta))]
+            random.Random(f"{seed}/{self.name}/{i}/{k}").shuffle(words)
+            return Record(context=FWE_CONTEXT.format(context=" ".join(words)), question=FWE_QUESTION,
+                          answer_prefix=FWE_PREFIX, answer=ranked[1:4], max_new_tokens=50, task=self.name,
+                          metric="string_match_all", id=f"{self.name}-{length}-{i}",
+                          meta={"length": length, "num_words": num_words})
 
-            out.append(fitter.fit(build, "words"))
-        return out
+        return build

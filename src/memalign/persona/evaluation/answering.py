@@ -18,16 +18,14 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.errors import ConfigError
+from memalign.persona.choices import check_choice
 from memalign.persona.prompts import LikertOption
 
 ANSWERING = ("logits", "generate")
-UNPARSED_POLICIES = ("midpoint", "exclude")
 
 
 def check_answering(kind: str) -> str:
-    if kind not in ANSWERING:
-        raise ConfigError(f"answering must be one of {', '.join(ANSWERING)}, got {kind!r}")
-    return kind
+    return check_choice("answering", kind, ANSWERING)
 
 
 def parse_answer(text: str, options: Sequence[LikertOption]) -> int | None:
@@ -59,14 +57,10 @@ def parse_answer(text: str, options: Sequence[LikertOption]) -> int | None:
 
 @dataclass(frozen=True)
 class GeneratedAnswers:
-    """Replies, the values parsed from them (None = unparsed) and how many were unparsed."""
+    """Replies and the values parsed from them (None = unparsed: the caller counts and reports those)."""
 
     texts: tuple[str, ...]
     values: tuple[int | None, ...]
-
-    @property
-    def unparsed(self) -> int:
-        return sum(v is None for v in self.values)
 
 
 @torch.inference_mode()

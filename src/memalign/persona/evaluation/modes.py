@@ -2,9 +2,11 @@
 
 Every mode answers the same question — "predict this person's raw answers on the held-out items" —
 through one interface, :meth:`EvalMode.predict`, and gets everything shared (model, sessions with
-cached encodings, PAS fits, the population) from an :class:`EvalSetup`. LLM modes differ only in the
-prompt session they answer from and the steering active while they do; the non-LLM reference
-predictors (:mod:`memalign.persona.predictors`) run in the same table because they are the honest bar.
+cached encodings, PAS fits, the population) from an :class:`~memalign.persona.evaluation.setup.EvalSetup`.
+LLM modes differ only in the prompt session they answer from and the steering active while they do; the
+non-LLM reference predictors (:mod:`memalign.persona.predictors`) run in the same table because they are
+the honest bar. Modes are looked up by name in :data:`MODES` (case, ``_``/``-`` and PAlign's spellings
+accepted); adding one is one decorated class.
 
 ================  =================================================================================
 ``NO_CHANGE``     the plain model, default system prompt (one answer set, scored against everyone)
@@ -15,179 +17,48 @@ predictors (:mod:`memalign.persona.predictors`) run in the same table because th
 ``PAS+profile``   PAS steering *and* the few-shot prompt, as PAlign runs it
 ``oracle-alpha``  PAS heads, alpha picked on the **test** answers (PAlign's selection; comparison only)
 ``NO_CHANGE+calibration`` / ``PAS+calibration``
-                  the mode's answers through a per-person, per-trait linear map fitted on the training
-                  items only (keyed direction)
+                  the wrapped mode's answers through a per-person, per-trait linear map fitted on the
+                  training items only (keyed direction; :mod:`~memalign.persona.evaluation.calibration`)
 ``always-3``, ``item-mean``, ``own-facet-mean``, ``ridge``  non-LLM predictors
 ================  =================================================================================
 """
 
 from __future__ import annotations
 
-import math
-import statistics
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
+from memalign.chat_format import chat_input_ids, single_turn
 from memalign.errors import ConfigError
-from memalign.persona.evaluation.answering import check_answering, generate_answers, generate_replies
-from memalign.persona.evaluation.records import keyed_value
-from memalign.persona.fit import FitConfig, FitResult, PersonaAligner
-from memalign.persona.instruments import Instrument, ItemSplit
+from memalign.persona.evaluation.answering import generate_replies
+from memalign.persona.evaluation.calibration import calibrate, calibrated_prediction
+from memalign.persona.evaluation.profiles import PERSONA_REWRITE_PROMPT, answers_fragment, profile_text
+from memalign.persona.evaluation.setup import EvalSetup, ModePrediction, Split
+from memalign.persona.fit import FitResult
+from memalign.persona.instruments import Instrument
 from memalign.persona.metrics import alignment_score
 from memalign.persona.predictors import Predictor, get_predictor
-from memalign.persona.prompts import PromptConfig, chat_prompt_ids
 from memalign.persona.session import QuestionnaireSession
-from memalign.persona.steering import Steering
 from memalign.persona.subjects import SubjectAnswers
+from memalign.registry import Registry
 
-FEW_SHOT_PREFIX = "Here are some of your behaviors and your level of recognition towards them;"
-# The instruction PAlign's data_preprocess/get_personality_prompt.py sends to a Llama endpoint.
-PERSONA_REWRITE_PROMPT = ('Please use "You" to organize and rewrite the following fragment into a smooth object '
-                          'description, without including any "accurate" and "inaccurate" elements, but rather a '
-                          "natural description:\n")
+logger = logging.getLogger(__name__)
 
+# Names other modules import from here (the evaluation setup and calibration live in their own modules).
+__all__ = [
+    "GROUPS", "MODES", "EvalMode", "EvalSetup", "ModePrediction", "calibrate", "get_mode", "normalize_mode_name",
+    "parse_modes", "profile_text", "register_mode", "resolve_mode", "timed_predict",
+]
 
-@dataclass
-class ModePrediction:
-    """Predicted answers per held-out item (None = no parsable answer) and what the mode decided."""
-
-    expected: dict[int, float | None]
-    argmax: dict[int, float | None]
-    option_mass: float = math.nan
-    info: dict[str, Any] = field(default_factory=dict)
+GROUPS = ("all", "llm", "predictors")
 
 
-def profile_text(person: SubjectAnswers, instrument: Instrument, item_ids: Sequence[int],
-                 config: PromptConfig | None = None) -> str:
-    """PAlign's few-shot profile, with the person's *raw* answers ("Cheat to get ahead.:Very Inaccurate").
-
-    Missing answers are left out (PAlign wrote "Unknown"); the separator is PAlign's PAS one (``;``).
-    """
-    labels = {o.value: o.label for o in (config or PromptConfig()).options}
-    parts = [f"{instrument.item(i).text}:{labels[raw]}" for i in item_ids if (raw := person.raw_answer(i)) is not None]
-    if not parts:
-        raise ConfigError(f"subject {person.subject_id} has no training answers to build a profile from")
-    return FEW_SHOT_PREFIX + ";".join(parts)
-
-
-class EvalSetup:
-    """Everything modes share for one model and one item split; sessions and fits are built lazily.
-
-    ``population`` is every loaded subject (the population predictors leave the person out).
-    ``personality_prompts`` maps subject id -> description; None makes ``personality_prompt`` ask the
-    model to write one from the person's training answers (PAlign's P² recipe).
-    """
-
-    def __init__(self, instrument: Instrument, split: ItemSplit, population: Sequence[SubjectAnswers],
-                 model: PreTrainedModel | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
-                 rewordings: Mapping[int, str] | None = None, prompt_config: PromptConfig | None = None,
-                 fit_config: FitConfig | None = None, personality_prompts: Mapping[str, str] | None = None,
-                 answering: str = "logits", max_new_tokens: int = 12, calibration_l2: float = 0.1,
-                 cache: bool = True) -> None:
-        self.instrument, self.split = instrument, split
-        self.population = list(population)
-        self.model, self.tokenizer = model, tokenizer
-        self.rewordings = dict(rewordings or {})
-        self.prompt_config = prompt_config or PromptConfig()
-        self.fit_config = fit_config or FitConfig()
-        self.personality_prompts = dict(personality_prompts) if personality_prompts is not None else None
-        self.answering = check_answering(answering)
-        self.max_new_tokens, self.calibration_l2, self.cache = max_new_tokens, calibration_l2, cache
-        if calibration_l2 < 0:
-            raise ConfigError("calibration_l2 must be >= 0")
-        self._test_session: QuestionnaireSession | None = None
-        self._aligner: PersonaAligner | None = None
-        self._fits: dict[str, FitResult] = {}
-        self._profiles: dict[str, QuestionnaireSession] = {}
-        self._unsteered: dict[str, ModePrediction] = {}
-
-    # ---- shared pieces ------------------------------------------------------------------------
-    def require_model(self, mode: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        if self.model is None or self.tokenizer is None:
-            raise ConfigError(f"mode {mode!r} needs a model (--model)")
-        return self.model, self.tokenizer
-
-    def session(self, item_ids: Sequence[int], system: str | None = None, cache: bool | None = None
-                ) -> QuestionnaireSession:
-        """A questionnaire session over ``item_ids`` (``system`` replaces the system prompt)."""
-        model, tokenizer = self.require_model("LLM")
-        return QuestionnaireSession(model, tokenizer, self.instrument.subset(item_ids).items, self.prompt_config,
-                                    self.rewordings, system=system, cache=self.cache if cache is None else cache)
-
-    @property
-    def test_session(self) -> QuestionnaireSession:
-        if self._test_session is None:
-            self._test_session = self.session(self.split.test)
-        return self._test_session
-
-    @property
-    def aligner(self) -> PersonaAligner:
-        if self._aligner is None:
-            model, tokenizer = self.require_model("PAS")
-            self._aligner = PersonaAligner(model, tokenizer, self.instrument.subset(self.split.train).items,
-                                           instrument=self.instrument.name, prompt_config=self.prompt_config,
-                                           fit_config=self.fit_config, rewordings=self.rewordings,
-                                           cache=self.cache).prepare()
-        return self._aligner
-
-    def fit(self, person: SubjectAnswers) -> FitResult:
-        """The person's PAS fit (training answers only), shared by every PAS-based mode of a run."""
-        if person.subject_id not in self._fits:
-            self._fits = {person.subject_id: self.aligner.fit(person.restrict(self.split.train))}
-        return self._fits[person.subject_id]
-
-    def profile_session(self, person: SubjectAnswers) -> QuestionnaireSession:
-        """Test items with the person's few-shot profile as system prompt (prefix encoded once, not cached)."""
-        if person.subject_id not in self._profiles:
-            text = profile_text(person, self.instrument, self.split.train, self.prompt_config)
-            self._profiles = {person.subject_id: self.session(self.split.test, system=text, cache=False)}
-        return self._profiles[person.subject_id]
-
-    def answer(self, session: QuestionnaireSession, steering: Steering | None = None,
-               alpha: float | None = None) -> ModePrediction:
-        """The session's items answered (under ``steering``): option logits, or generated and parsed."""
-        if self.answering == "logits":
-            scores = session.score(steering, alpha=alpha)
-            expected = dict(zip(scores.item_ids, scores.expected.tolist(), strict=True))
-            argmax = dict(zip(scores.item_ids, scores.argmax.tolist(), strict=True))
-            mass = float(scores.mass.nanmean()) if scores.mass.numel() else math.nan
-            return ModePrediction(expected, argmax, mass)
-        model, tokenizer = self.require_model("generation answering")
-        with steering.apply(model, alpha=alpha) if steering is not None else nullcontext():
-            answers = generate_answers(model, tokenizer, session.questions, self.prompt_config.options,
-                                       self.max_new_tokens)
-        values = {i: (float(v) if v is not None else None) for i, v in zip(session.item_ids, answers.values,
-                                                                            strict=True)}
-        unparsed = [t for t, v in zip(answers.texts, answers.values, strict=True) if v is None]
-        return ModePrediction(values, dict(values), info={"unparsed_examples": unparsed[:3]})
-
-    def unsteered(self, which: str) -> ModePrediction:
-        """NO_CHANGE answers of the test (or training) items: the same for every person, computed once."""
-        if which not in self._unsteered:
-            session = self.test_session if which == "test" else self.aligner.session
-            self._unsteered[which] = self.answer(session)
-        return self._unsteered[which]
-
-    def persona_description(self, person: SubjectAnswers) -> tuple[str, str]:
-        """(description, source) for the ``personality_prompt`` mode."""
-        if self.personality_prompts is not None:
-            if person.subject_id not in self.personality_prompts:
-                raise ConfigError(f"no personality prompt for subject {person.subject_id} in the prompts file")
-            return self.personality_prompts[person.subject_id], "file"
-        model, tokenizer = self.require_model("personality_prompt")
-        labels = {o.value: o.label for o in self.prompt_config.options}
-        fragment = ";".join(f"{self.instrument.item(i).text}:{labels[raw]}" for i in self.split.train
-                            if (raw := person.raw_answer(i)) is not None)
-        prompt = chat_prompt_ids(tokenizer, PERSONA_REWRITE_PROMPT + fragment)
-        text = generate_replies(model, tokenizer, [prompt], max_new_tokens=256, batch_size=1)[0].strip()
-        if not text:
-            raise ConfigError(f"the model wrote an empty personality description for subject {person.subject_id}")
-        return text, "generated by the model"
+def normalize_mode_name(name: str) -> str:
+    """The lookup key of a mode name: case, ``_`` vs ``-`` and spaces do not matter."""
+    return name.strip().lower().replace("_", "-").replace(" ", "")
 
 
 @dataclass
@@ -199,6 +70,7 @@ class EvalMode:
     description: ClassVar[str] = ""
 
     def prepare(self, setup: EvalSetup) -> None:
+        """Fail before the first person when the mode cannot run (no model), and build per-run state."""
         if self.needs_model:
             setup.require_model(self.name)
 
@@ -206,42 +78,35 @@ class EvalMode:
         raise NotImplementedError
 
 
-MODES: dict[str, type[EvalMode]] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def _norm(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(" ", "")
+MODES: Registry[type[EvalMode]] = Registry("mode", normalize=normalize_mode_name,
+                                           hint=f"(or {', '.join(repr(g) for g in GROUPS)})")
 
 
 def register_mode(name: str, *aliases: str) -> Callable[[type[EvalMode]], type[EvalMode]]:
+    """Class decorator: register a mode under ``name`` (and ``aliases``) and give the class that name."""
     def decorate(cls: type[EvalMode]) -> type[EvalMode]:
+        MODES.add(name, cls, aliases=aliases)  # first: a refused name leaves the class untouched
         cls.name = name
-        MODES[name] = cls
-        for alias in (name, *aliases):
-            _ALIASES[_norm(alias)] = name
         return cls
     return decorate
 
 
 def resolve_mode(name: str) -> str:
-    """Canonical mode name (case, ``_`` vs ``-`` and PAlign's spellings accepted)."""
-    try:
-        return _ALIASES[_norm(name)]
-    except KeyError:
-        raise ConfigError(f"unknown mode {name!r}; choose from {', '.join(MODES)} (or 'all', 'llm', "
-                          "'predictors')") from None
+    """Canonical mode name (case, ``_`` vs ``-`` and PAlign's spellings accepted); unknown -> UnknownNameError."""
+    return MODES.resolve(name)
 
 
 def parse_modes(text: str) -> list[str]:
-    """Comma-separated modes; ``all``, ``llm`` and ``predictors`` expand to groups."""
+    """Comma-separated modes; ``all``, ``llm`` and ``predictors`` expand to groups.
+
+    ``all`` leaves out ``oracle-alpha``: it reads the test answers, so it is asked for by name (or ``llm``).
+    """
     out: list[str] = []
     for part in (p for p in text.split(",") if p.strip()):
-        key = _norm(part)
-        if key in {"all", "llm", "predictors"}:
-            group = [m for m, cls in MODES.items()
-                     if key == "all" or (cls.needs_model == (key == "llm"))]
-            out += [m for m in group if m != "oracle-alpha" or key != "all"]
+        key = normalize_mode_name(part)
+        if key in GROUPS:
+            group = [m for m, cls in MODES.items() if key == "all" or cls.needs_model == (key == "llm")]
+            out += [m for m in group if m != OracleAlpha.name or key != "all"]
         else:
             out.append(resolve_mode(part))
     if not out:
@@ -250,18 +115,36 @@ def parse_modes(text: str) -> list[str]:
 
 
 def get_mode(name: str) -> EvalMode:
-    return MODES[resolve_mode(name)]()
+    """A fresh instance of the mode called ``name`` (or one of its aliases)."""
+    return MODES[name]()
+
+
+def timed_predict(mode: EvalMode, setup: EvalSetup, person: SubjectAnswers) -> tuple[ModePrediction, float, float]:
+    """``mode.predict`` with its wall-clock and process CPU seconds (CPU time stays comparable under load)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    prediction = mode.predict(setup, person)
+    return prediction, time.perf_counter() - start, time.process_time() - cpu
 
 
 # ---- LLM modes ----------------------------------------------------------------------------------
-@register_mode("NO_CHANGE", "no-change", "plain", "none")
 @dataclass
-class NoChange(EvalMode):
-    description: ClassVar[str] = "plain model, default system prompt"
+class SplitAnswerMode(EvalMode):
+    """A mode that can answer the training items as well as the test items, which calibration needs."""
+
+    def answers(self, setup: EvalSetup, person: SubjectAnswers, items: Split) -> ModePrediction:
+        raise NotImplementedError
 
     def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
-        base = setup.unsteered("test")
-        return ModePrediction(dict(base.expected), dict(base.argmax), base.option_mass, dict(base.info))
+        return self.answers(setup, person, "test")
+
+
+@register_mode("NO_CHANGE", "no-change", "plain", "none")
+@dataclass
+class NoChange(SplitAnswerMode):
+    description: ClassVar[str] = "plain model, default system prompt"
+
+    def answers(self, setup: EvalSetup, person: SubjectAnswers, items: Split) -> ModePrediction:
+        return setup.unsteered(items).copy()
 
 
 @register_mode("few-shot", "fewshot", "profile")
@@ -279,27 +162,53 @@ class PersonalityPrompt(EvalMode):
     description: ClassVar[str] = "a 'You are ...' description of the person as the system prompt"
 
     def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
-        text, source = setup.persona_description(person)
+        text, source = self.description_of(setup, person)
         prediction = setup.answer(setup.session(setup.split.test, system=text, cache=False))
         prediction.info.update({"description_source": source, "description_chars": len(text)})
         return prediction
 
+    def description_of(self, setup: EvalSetup, person: SubjectAnswers) -> tuple[str, str]:
+        """(description, source): from the prompts file, or written by the model from the training answers."""
+        if setup.personality_prompts is not None:
+            if person.subject_id not in setup.personality_prompts:
+                raise ConfigError(f"no personality prompt for subject {person.subject_id} in the prompts file; "
+                                  "--personality-prompts needs one entry per evaluated subject")
+            return setup.personality_prompts[person.subject_id], "file"
+        model, tokenizer = setup.require_model(self.name)
+        fragment = answers_fragment(person, setup.instrument, setup.split.train, setup.prompt_config)
+        prompt = chat_input_ids(tokenizer, single_turn(PERSONA_REWRITE_PROMPT + fragment))
+        text = generate_replies(model, tokenizer, [prompt], max_new_tokens=256, batch_size=1)[0].strip()
+        if not text:
+            raise ConfigError(f"the model wrote an empty personality description for subject {person.subject_id}; "
+                              "pass descriptions with --personality-prompts instead")
+        logger.info("subject %s: the model wrote a %d-character personality description", person.subject_id,
+                    len(text))
+        return text, "generated by the model"
+
 
 def _fit_info(fit: FitResult) -> dict[str, Any]:
+    """What a PAS-based record keeps about the person's fit (chosen K and alpha, CV errors, heads)."""
     return {"k": fit.k, "alpha": fit.alpha, "cv_mae_unsteered": fit.unsteered_cv_mae, "cv_mae": fit.best_cv_mae,
             "fit_seconds": fit.seconds, "heads": [list(h) for h in fit.steering.heads]}
 
 
+def _steered_answers(setup: EvalSetup, person: SubjectAnswers, session: QuestionnaireSession) -> ModePrediction:
+    """``session`` answered under the person's PAS steering, with the fit recorded in ``info``."""
+    fit = setup.fit(person)
+    prediction = setup.answer(session, fit.steering)
+    prediction.info.update(_fit_info(fit))
+    return prediction
+
+
 @register_mode("PAS", "pas-only", "steering")
 @dataclass
-class PAS(EvalMode):
+class PAS(SplitAnswerMode):
     description: ClassVar[str] = "steering only; K and alpha by CV on the training items"
 
-    def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
-        fit = setup.fit(person)
-        prediction = setup.answer(setup.test_session, fit.steering)
-        prediction.info.update(_fit_info(fit))
-        return prediction
+    def answers(self, setup: EvalSetup, person: SubjectAnswers, items: Split) -> ModePrediction:
+        # The training items are answered too (under the same steering): PAS+calibration fits its lines there.
+        session = setup.split_session(items)
+        return _steered_answers(setup, person, session)
 
 
 @register_mode("PAS+profile", "pas-profile", "pas+few-shot")
@@ -308,10 +217,7 @@ class PASProfile(EvalMode):
     description: ClassVar[str] = "PAS steering plus the few-shot profile prompt (PAlign's PAS run)"
 
     def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
-        fit = setup.fit(person)
-        prediction = setup.answer(setup.profile_session(person), fit.steering)
-        prediction.info.update(_fit_info(fit))
-        return prediction
+        return _steered_answers(setup, person, setup.profile_session(person))
 
 
 @register_mode("oracle-alpha", "pas-oracle", "oracle")
@@ -324,121 +230,104 @@ class OracleAlpha(EvalMode):
     def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
         fit = setup.fit(person)
         grid = sorted(set(setup.fit_config.alpha_grid) | {0.0})
-        best: tuple[float, float, ModePrediction] | None = None
-        for alpha in grid:
-            candidate = setup.answer(setup.test_session, fit.steering, alpha=alpha)
-            score = _trait_sum(candidate.expected, person, setup.instrument)
-            if best is None or score < best[0] - 1e-12:
-                best = (score, alpha, candidate)
-        assert best is not None
-        best[2].info.update({**_fit_info(fit), "alpha": best[1], "alpha_cv": fit.alpha, "selection": "test answers"})
-        return best[2]
+        candidates = [setup.answer(setup.test_session, fit.steering, alpha=alpha) for alpha in grid]
+        scores = [_trait_sum(c.expected, person, setup.instrument) for c in candidates]
+        best = 0
+        for n in range(1, len(grid)):
+            if scores[n] < scores[best] - 1e-12:  # a tie keeps the alpha that comes first in the grid
+                best = n
+        prediction = candidates[best]
+        prediction.info.update({**_fit_info(fit), "alpha": grid[best], "alpha_cv": fit.alpha,
+                                "selection": "test answers"})
+        return prediction
 
 
-def _trait_sum(preds: Mapping[int, float | None], person: SubjectAnswers, instrument: Instrument) -> float:
+def _trait_sum(predictions: Mapping[int, float | None], person: SubjectAnswers, instrument: Instrument) -> float:
     """PAlign's selection score; an unanswered item counts as the midpoint, as in the records."""
-    resolved = {i: (3.0 if p is None else p) for i, p in preds.items()}
+    resolved = {i: (3.0 if p is None else p) for i, p in predictions.items()}
     return alignment_score(resolved, person, resolved, instrument).trait_sum
 
 
-# ---- calibration ----------------------------------------------------------------------------------
-def calibrate(train: Mapping[int, float | None], test: Mapping[int, float | None], person: SubjectAnswers,
-              instrument: Instrument, l2: float = 0.1) -> tuple[dict[int, float | None], dict[str, list[float]]]:
-    """Per trait, fit keyed answer ~ a + b * keyed prediction on the training items; apply to the test items.
+# ---- calibration wrappers ---------------------------------------------------------------------------
+@dataclass
+class Calibrated(EvalMode):
+    """Wraps a mode: its test answers through lines fitted on its own training-item answers."""
 
-    In the keyed (trait) direction the model's item-to-item variation lines up with the trait, so one
-    line per trait serves both keyings. ``l2`` shrinks the slope (an unsteered model's expected answers
-    vary little, and a free slope through 24 points would amplify noise). Output clamped to 1..5.
-    """
-    def keyed(value: float, item_id: int) -> float:
-        return keyed_value(value, instrument.item(item_id).keyed)
+    base: SplitAnswerMode
 
-    lines: dict[str, list[float]] = {}
-    for domain in instrument.domains:
-        pairs = [(keyed(p, i), keyed(float(raw), i)) for i, p in train.items()
-                 if p is not None and instrument.item(i).domain == domain and (raw := person.raw_answer(i)) is not None]
-        if not pairs:
-            continue
-        xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-        slope = sxy / (sxx + l2) if sxx + l2 > 0 else 0.0
-        lines[domain] = [my - slope * mx, slope]
-    out: dict[int, float | None] = {}
-    for i, p in test.items():
-        line = lines.get(instrument.item(i).domain)
-        if p is None or line is None:
-            out[i] = p
-            continue
-        value = min(5.0, max(1.0, line[0] + line[1] * keyed(p, i)))
-        out[i] = keyed(value, i)  # keyed() is its own inverse
-    return out, lines
+    def prepare(self, setup: EvalSetup) -> None:
+        super().prepare(setup)
+        self.base.prepare(setup)
 
-
-def _calibrated(base: ModePrediction, train: ModePrediction, setup: EvalSetup, person: SubjectAnswers
-                ) -> ModePrediction:
-    expected, lines = calibrate(train.expected, base.expected, person, setup.instrument, setup.calibration_l2)
-    argmax = {i: (None if v is None else float(min(5, max(1, round(v))))) for i, v in expected.items()}
-    return ModePrediction(expected, argmax, base.option_mass, {**base.info, "calibration": lines})
+    def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
+        test = self.base.answers(setup, person, "test")
+        train = self.base.answers(setup, person, "train")
+        return calibrated_prediction(test, train, person, setup.instrument, setup.calibration_l2)
 
 
 @register_mode("NO_CHANGE+calibration", "no-change+calibration", "calibrated")
 @dataclass
-class NoChangeCalibrated(EvalMode):
+class NoChangeCalibrated(Calibrated):
     description: ClassVar[str] = "plain model's answers through a per-person per-trait line fit on training items"
 
-    def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
-        return _calibrated(setup.unsteered("test"), setup.unsteered("train"), setup, person)
+    base: SplitAnswerMode = field(default_factory=NoChange)
 
 
 @register_mode("PAS+calibration", "pas-calibration")
 @dataclass
-class PASCalibrated(EvalMode):
+class PASCalibrated(Calibrated):
     description: ClassVar[str] = "PAS answers through a per-person per-trait line fit on training items"
 
-    def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
-        fit = setup.fit(person)
-        base = setup.answer(setup.test_session, fit.steering)
-        train = setup.answer(setup.aligner.session, fit.steering)
-        prediction = _calibrated(base, train, setup, person)
-        prediction.info.update(_fit_info(fit))
-        return prediction
+    base: SplitAnswerMode = field(default_factory=PAS)
 
 
 # ---- non-LLM reference predictors ---------------------------------------------------------------
 @dataclass
 class PredictorMode(EvalMode):
+    """A :mod:`memalign.persona.predictors` predictor, fit once per run on the population."""
+
     needs_model: ClassVar[bool] = False
     predictor_name: ClassVar[str] = ""
-    _predictor: Predictor | None = None
+    _predictor: Predictor | None = field(default=None, init=False, repr=False)
 
     def prepare(self, setup: EvalSetup) -> None:
-        self._predictor = get_predictor(self.predictor_name, instrument=setup.instrument).fit(
+        self._predictor = self._fit(setup)
+
+    def _fit(self, setup: EvalSetup) -> Predictor:
+        return get_predictor(self.predictor_name, instrument=setup.instrument).fit(
             setup.population, setup.split.train, setup.split.test)
 
     def predict(self, setup: EvalSetup, person: SubjectAnswers) -> ModePrediction:
         if self._predictor is None:
-            self.prepare(setup)
-        assert self._predictor is not None
+            self._predictor = self._fit(setup)
         values = self._predictor.predict(person)
         rounded = {i: float(min(5, max(1, round(v)))) for i, v in values.items()}
         return ModePrediction(dict(values), rounded)
 
 
-def _predictor_mode(name: str, predictor: str, text: str, *aliases: str) -> None:
-    cls = type(f"Predictor_{predictor}", (PredictorMode,), {"predictor_name": predictor, "description": text,
-                                                            "__annotations__": {}})
-    register_mode(name, predictor, *aliases)(dataclass(cls))
+@register_mode("always-3", "constant", "always3", "midpoint")
+@dataclass
+class AlwaysMidpoint(PredictorMode):
+    predictor_name: ClassVar[str] = "constant"
+    description: ClassVar[str] = "answer 'Neither' (3) to everything"
 
 
-_predictor_mode("always-3", "constant", "answer 'Neither' (3) to everything", "always3", "midpoint")
-_predictor_mode("item-mean", "item_mean", "each item's mean over the other subjects")
-_predictor_mode("own-facet-mean", "own_facet_mean", "the person's mean keyed score on the facet's training items")
-_predictor_mode("ridge", "ridge", "ridge regression from the 120 training answers, fit on the other subjects")
+@register_mode("item-mean", "item_mean")
+@dataclass
+class ItemMean(PredictorMode):
+    predictor_name: ClassVar[str] = "item_mean"
+    description: ClassVar[str] = "each item's mean over the other subjects"
 
 
-def timed_predict(mode: EvalMode, setup: EvalSetup, person: SubjectAnswers) -> tuple[ModePrediction, float, float]:
-    start, cpu = time.perf_counter(), time.process_time()
-    prediction = mode.predict(setup, person)
-    return prediction, time.perf_counter() - start, time.process_time() - cpu
+@register_mode("own-facet-mean", "own_facet_mean")
+@dataclass
+class OwnFacetMean(PredictorMode):
+    predictor_name: ClassVar[str] = "own_facet_mean"
+    description: ClassVar[str] = "the person's mean keyed score on the facet's training items"
+
+
+@register_mode("ridge")
+@dataclass
+class Ridge(PredictorMode):
+    predictor_name: ClassVar[str] = "ridge"
+    description: ClassVar[str] = "ridge regression from the 120 training answers, fit on the other subjects"

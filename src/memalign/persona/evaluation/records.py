@@ -8,6 +8,10 @@ correlation between predicted and actual answers, and the model's and the person
 The summary keeps PAlign's names — ``mean_X``/``std_X`` (the answers' trait score over subjects) and
 ``mean_X_abs``/``std_X_abs`` (the per-trait MAE over subjects; ``mean_X_abs`` is Table 1) — and adds
 ``sum_abs``, the across-subject correlation of model and person trait scores, counts and timing.
+
+A subject with no scored item (no answers on the test items, or every prediction unparsed under
+``exclude``) has no error to report: its record carries NaN sums (``null`` in JSON), not a perfect 0, and
+the summary leaves it out of every mean and lists it under ``unscored_subjects``.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ def subject_record(person: SubjectAnswers, test_ids: Sequence[int], instrument: 
         score = alignment_score(preds, person, preds, instrument)
         trait_mae = {t: score.domain_mae[t] for t in TRAITS if t in score.domain_mae}
         record[f"trait_mae{kind}"] = trait_mae
-        record[f"trait_sum{kind}"] = sum(trait_mae.values())
+        # nothing scored is no error at all, not an error of 0
+        record[f"trait_sum{kind}"] = sum(trait_mae.values()) if score.n_items else math.nan
         record[f"mae{kind}"] = score.mae
         if not kind:
             errors = item_errors(preds, person, preds)
@@ -110,8 +115,19 @@ def subject_record(person: SubjectAnswers, test_ids: Sequence[int], instrument: 
     return record
 
 
+def is_scored(record: Mapping[str, Any]) -> bool:
+    """Whether the record has at least one scored item (else it says nothing about the mode's error)."""
+    return bool(record.get("n_scored"))
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """PAlign's ``score`` block (``mean_X``, ``std_X``, ``mean_X_abs``, ``std_X_abs``) plus our fields."""
+    """PAlign's ``score`` block (``mean_X``, ``std_X``, ``mean_X_abs``, ``std_X_abs``) plus our fields.
+
+    Every mean is over scored subjects only; ``n_subjects`` counts all records, ``n_unscored_subjects``
+    and ``unscored_subjects`` the ones left out.
+    """
+    all_records, records = records, [r for r in records if is_scored(r)]
+    unscored = [str(r.get("subject")) for r in all_records if not is_scored(r)]
     score: dict[str, float] = {}
     for t in TRAITS:
         traits = [_nan(r["model_trait"].get(t)) for r in records]
@@ -131,13 +147,16 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     score["std_sum_abs"] = _std(r["trait_sum"] for r in records)
     score["mae"] = _mean(r["mae"] for r in records)
     score["r_items"] = _mean(r["r_items"] for r in records)
-    seconds = [r["seconds"] for r in records if "seconds" in r]
+    seconds = [r["seconds"] for r in all_records if "seconds" in r]
     return {
         "score": score,
-        "mean": {t: [r["model_trait"].get(t) for r in records] for t in TRAITS},
-        "n_subjects": len(records),
-        "n_scored": sum(r["n_scored"] for r in records),
-        "n_missing_answers": sum(r["n_missing_answers"] for r in records),
-        "n_unparsed": sum(r["n_unparsed"] for r in records),
+        "mean": {t: [r["model_trait"].get(t) for r in all_records] for t in TRAITS},  # one per record
+        "n_subjects": len(all_records),
+        "n_scored_subjects": len(records),
+        "n_unscored_subjects": len(unscored),
+        "unscored_subjects": unscored,
+        "n_scored": sum(r["n_scored"] for r in all_records),
+        "n_missing_answers": sum(r["n_missing_answers"] for r in all_records),
+        "n_unparsed": sum(r["n_unparsed"] for r in all_records),
         "seconds_per_subject": _mean(seconds) if seconds else math.nan,
     }

@@ -16,6 +16,8 @@ from typing import Any
 
 from memalign.errors import ConfigError
 from memalign.persona.evaluation.records import TRAITS
+from memalign.reporting import plots
+from memalign.reporting.table import Column, Table
 
 
 def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -48,6 +50,7 @@ def _f(value: Any, digits: int = 2) -> str:
 
 
 def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One formatted row per result, sorted by model, then by the sum of trait errors (best first)."""
     rows = []
     for doc in sorted(results, key=lambda d: (str(d.get("model")), d["score"].get("sum_abs") or math.inf)):
         s = doc["score"]
@@ -62,48 +65,34 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 HEADER = ["model", "mode", "subjects", *TRAITS, "sum (expected)", "sum (argmax)", "r items", "r traits",
           "unparsed", "s/subject"]
+TITLE = "Personality alignment: MAE vs the person's raw answers on held-out items (lower is better)"
+
+
+def comparison_table(results: Sequence[dict[str, Any]]) -> Table:
+    """The comparison as a table model (printed by the CLI, written as Markdown by :func:`markdown_table`)."""
+    columns = [Column(name, numeric=name not in ("model", "mode")) for name in HEADER]
+    return Table(title=TITLE, columns=columns, rows=table_rows(results))
 
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
-    return "\n".join(lines)
+    """The comparison table in Markdown, without a heading (it goes under the caller's own)."""
+    return comparison_table(results).to_markdown(heading=False)
 
 
 def plot_trait_errors(results: Sequence[dict[str, Any]], path: Path) -> Path:
     """Grouped bars: per-trait MAE by mode (one panel per model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = sorted({str(d.get("model")) for d in results})
-    fig, axes = plt.subplots(len(models), 1, figsize=(13, 3.8 * len(models)), squeeze=False)
-    for ax, model in zip(axes[:, 0], models, strict=True):
+    panels = []
+    for model in sorted({str(d.get("model")) for d in results}):
         docs = sorted((d for d in results if str(d.get("model")) == model), key=lambda d: d["score"]["sum_abs"] or 9)
-        width = 0.8 / max(1, len(docs))
-        for n, doc in enumerate(docs):
-            values = [doc["score"].get(f"mean_{t}_abs") or 0.0 for t in TRAITS]
-            ax.bar([x + n * width for x in range(len(TRAITS))], values, width, color=plt.cm.tab20(n % 20),
-                   label=f"{doc['mode']} ({_f(doc['score'].get('sum_abs'))}, n={doc.get('n_subjects')})")
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(TRAITS))], list(TRAITS))
-        ax.set_ylabel("MAE vs raw answers")
-        ax.set_title(f"{model}: per-trait error on held-out items (legend: sum)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        bars = [(f"{doc['mode']} ({_f(doc['score'].get('sum_abs'))}, n={doc.get('n_subjects')})",
+                 [doc["score"].get(f"mean_{t}_abs") or 0.0 for t in TRAITS]) for doc in docs]
+        panels.append((f"{model}: per-trait error on held-out items (legend: sum)", bars))
+    return plots.grouped_bars(panels, TRAITS, path, ylabel="MAE vs raw answers")
 
 
 def plot_radar(results: Sequence[dict[str, Any]], path: Path, subject: str | None = None,
                modes: Sequence[str] = ("NO_CHANGE", "PAS", "PAS+profile", "few-shot")) -> Path | None:
     """One person's trait scores (held-out items) against the model's under each available LLM mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_mode = {d["mode"]: d for d in results if d["mode"] in modes}
     if not by_mode:
         return None
@@ -114,24 +103,14 @@ def plot_radar(results: Sequence[dict[str, Any]], path: Path, subject: str | Non
     subject = subject or next(iter(records))
     if subject not in records:
         raise ConfigError(f"subject {subject} is not in the results")
-    angles = [2 * math.pi * n / len(TRAITS) for n in range(len(TRAITS))]
-    fig = plt.figure(figsize=(5.5, 5.5))
-    ax = fig.add_subplot(polar=True)
 
-    def draw(values: dict[str, float], label: str, style: str = "-") -> None:
-        pts = [values.get(t, math.nan) for t in TRAITS]
-        ax.plot([*angles, angles[0]], [*pts, pts[0]], style, marker="o", label=label)
+    def traits(values: dict[str, float]) -> list[float]:
+        return [values.get(t, math.nan) for t in TRAITS]
 
-    draw(records[subject]["person_trait"], f"person {subject}", "k--")
+    series = [(f"person {subject}", traits(records[subject]["person_trait"]), "k--")]
     for mode, doc in by_mode.items():
         rec = next((r for r in doc.get("records", []) if r["subject"] == subject), None)
         if rec:
-            draw(rec["model_trait"], f"{mode} (sum {_f(rec['trait_sum'])})")
-    ax.set_xticks(angles, list(TRAITS))
-    ax.set_ylim(1, 5)
-    ax.set_title(f"trait scores on the held-out items: person {subject} vs model", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.25, -0.1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+            series.append((f"{mode} (sum {_f(rec['trait_sum'])})", traits(rec["model_trait"]), "-"))
+    return plots.radar(series, TRAITS, path, title=f"trait scores on the held-out items: person {subject} vs model",
+                       ylim=(1, 5))

@@ -1,4 +1,9 @@
-"""Where memalign keeps what it builds once (converted presets, activation caches)."""
+"""The memalign cache directory: where memalign keeps what it builds once and reuses.
+
+It holds the safetensors copies of converted presets (``presets/<name>/hf``) and other derived files
+(persona activation banks). Not to be confused with :mod:`memalign.memory.cache`, the KV cache that
+episodic memory plugs into transformers' generation.
+"""
 
 from __future__ import annotations
 
