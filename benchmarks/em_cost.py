@@ -79,10 +79,19 @@ def worker(args: argparse.Namespace) -> dict:
 
             store = StoreConfig(page_tokens=args.page_tokens)
             if args.method == "memory+disk":  # the disk tier past a model-wide host budget
-                store = StoreConfig(host_budget_bytes=int(args.host_budget_mib * 2**20), offload_dir=args.offload_dir,
-                                    page_tokens=args.page_tokens)
-            cfg = EMConfig(n_init=args.n_init, n_local=args.n_local, n_mem=args.n_mem, chunk_size=args.chunk,
-                           segmentation=args.segmentation, store=store)
+                store = StoreConfig(
+                    host_budget_bytes=int(args.host_budget_mib * 2**20),
+                    offload_dir=args.offload_dir,
+                    page_tokens=args.page_tokens,
+                )
+            cfg = EMConfig(
+                n_init=args.n_init,
+                n_local=args.n_local,
+                n_mem=args.n_mem,
+                chunk_size=args.chunk,
+                segmentation=args.segmentation,
+                store=store,
+            )
             chunk_cpu: list[float] = []
             last = [time.process_time()]
 
@@ -141,8 +150,12 @@ def main() -> None:
     ap.add_argument("--segmentation", default="surprise")
     ap.add_argument("--decode", type=int, default=16, help="decode steps timed")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--host-budget-mib", type=float, default=1024,
-                    help="method memory+disk: host memory for event K/V (all layers) before pages go to disk")
+    ap.add_argument(
+        "--host-budget-mib",
+        type=float,
+        default=1024,
+        help="method memory+disk: host memory for event K/V (all layers) before pages go to disk",
+    )
     ap.add_argument("--offload-dir", default=None, help="method memory+disk: where spill files go (default: tmp)")
     ap.add_argument("--page-tokens", type=int, default=4096, help="tokens per event-store page (StoreConfig)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
@@ -176,8 +189,19 @@ def main() -> None:
                 rows.append({"method": "full", "length": length, "skipped": f"> {full_max} positions"})
                 continue
             cmd = [sys.executable, __file__, "--worker", "--method", method, "--length", str(length)]
-            for flag in ("model", "n_init", "n_local", "n_mem", "chunk", "segmentation", "decode", "dtype", "threads",
-                         "host_budget_mib", "page_tokens"):
+            for flag in (
+                "model",
+                "n_init",
+                "n_local",
+                "n_mem",
+                "chunk",
+                "segmentation",
+                "decode",
+                "dtype",
+                "threads",
+                "host_budget_mib",
+                "page_tokens",
+            ):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             if args.offload_dir:
                 cmd += ["--offload-dir", args.offload_dir]
@@ -206,11 +230,14 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     ok = [r for r in rows if "skipped" not in r]
     by = {(r["method"], r["length"]): r for r in ok}
     lengths = sorted({r["length"] for r in rows})
-    lines = [f"model {args.model}, memory n_init={args.n_init} n_local={args.n_local} n_mem={args.n_mem} "
-             f"chunk={args.chunk} ({args.segmentation}), {args.threads or 'default'} torch threads", "",
-             "| context | method | prefill tok/s | prefill tok/CPU-s | decode ms/tok | decode CPU ms/tok "
-             "| peak RSS MiB | KV/memory MiB | mem/full prefill | mem/full prefill (CPU) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"model {args.model}, memory n_init={args.n_init} n_local={args.n_local} n_mem={args.n_mem} "
+        f"chunk={args.chunk} ({args.segmentation}), {args.threads or 'default'} torch threads",
+        "",
+        "| context | method | prefill tok/s | prefill tok/CPU-s | decode ms/tok | decode CPU ms/tok "
+        "| peak RSS MiB | KV/memory MiB | mem/full prefill | mem/full prefill (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for length in lengths:
         for method in args.methods.split(","):
             r = by.get((method, length))
@@ -220,30 +247,38 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
                 continue
             full = by.get(("full", length)) if method != "full" else None
             ratio, cpu_ratio = _ratio(r, full, "prefill_tok_s"), _ratio(r, full, "prefill_tok_cpu_s")
-            lines.append(f"| {length} | {method} | {r['prefill_tok_s']:.0f} | {_fmt(r, 'prefill_tok_cpu_s', 0)} | "
-                         f"{r['decode_ms']:.1f} | {_fmt(r, 'decode_cpu_ms', 1)} | "
-                         f"{r['peak_rss'] / 2**20:.0f} | {r['kv_bytes'] / 2**20:.1f} | {ratio} | {cpu_ratio} |")
+            lines.append(
+                f"| {length} | {method} | {r['prefill_tok_s']:.0f} | {_fmt(r, 'prefill_tok_cpu_s', 0)} | "
+                f"{r['decode_ms']:.1f} | {_fmt(r, 'decode_cpu_ms', 1)} | "
+                f"{r['peak_rss'] / 2**20:.0f} | {r['kv_bytes'] / 2**20:.1f} | {ratio} | {cpu_ratio} |"
+            )
     mem = sorted((r for r in ok if r["method"] == "memory"), key=lambda r: r["length"])
     if len(mem) >= 2:
         first, last = mem[0], mem[-1]
         by_len = {r["length"]: r for r in mem}
         lines.append("")
-        targets = (("prefill 64k/8k throughput", 8192, ("prefill_tok_s", "prefill_tok_cpu_s"), ">= 0.8"),
-                   ("decode 64k/4k latency", 4096, ("decode_ms", "decode_cpu_ms"), "<= 1.5"))
+        targets = (
+            ("prefill 64k/8k throughput", 8192, ("prefill_tok_s", "prefill_tok_cpu_s"), ">= 0.8"),
+            ("decode 64k/4k latency", 4096, ("decode_ms", "decode_cpu_ms"), "<= 1.5"),
+        )
         for what, base, keys, target in targets:
             for key, kind in zip(keys, ("wall clock", "CPU time"), strict=True):
                 value = _ratio(by_len.get(65536, {}), by_len.get(base), key)
                 if value:
                     lines.append(f"memory {what} ratio ({kind}): {value} (target {target})")
         growth = (last["kv_bytes"] - first["kv_bytes"]) / (last["length"] - first["length"])
-        lines.append(f"memory bytes held per token ({first['length']}->{last['length']}): {growth:.0f} "
-                     f"(KV per token {first['kv_bytes_per_token_theory']}; held = allocated capacity)")
+        lines.append(
+            f"memory bytes held per token ({first['length']}->{last['length']}): {growth:.0f} "
+            f"(KV per token {first['kv_bytes_per_token_theory']}; held = allocated capacity)"
+        )
         if len(mem) >= 3:  # host memory actually grown, between the two longest runs (past fixed costs)
             a, b = mem[-2], mem[-1]
             rss = (b["peak_rss"] - a["peak_rss"]) / (b["length"] - a["length"])
-            lines.append(f"peak RSS growth per token ({a['length']}->{b['length']}): {rss:.0f} "
-                         f"(KV per token {b['kv_bytes_per_token_theory']} + representative vectors "
-                         f"~{b.get('repr_bytes_per_token', 0):.0f})")
+            lines.append(
+                f"peak RSS growth per token ({a['length']}->{b['length']}): {rss:.0f} "
+                f"(KV per token {b['kv_bytes_per_token_theory']} + representative vectors "
+                f"~{b.get('repr_bytes_per_token', 0):.0f})"
+            )
     for r in sorted((r for r in ok if r.get("chunk_cpu_s")), key=lambda r: (r["method"], r["length"])):
         line = _chunk_profile(r["chunk_cpu_s"], args.chunk, args.n_init + args.n_local + args.n_mem)
         if line:
@@ -259,7 +294,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             "target model + budget + 1 GiB: "
             f"{strict / 2**20:.0f} MiB with model = parameter bytes ({'met' if peak < strict else 'NOT met'}), "
             f"{loaded / 2**20:.0f} MiB with model = RSS after loading and one forward "
-            f"({'met' if peak < loaded else 'NOT met'})")
+            f"({'met' if peak < loaded else 'NOT met'})"
+        )
     text = "\n".join(lines)
     print(text)
     (args.out / "table.md").write_text(text + "\n")
@@ -269,14 +305,16 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
 def _chunk_profile(chunk_cpu: list[float], chunk: int, warm_tokens: int) -> str:
     """Mean CPU seconds per chunk in each quarter of the input once memory is in full use (after
     ``warm_tokens``): equal quarters mean the cost per token does not grow with context length."""
-    steady = chunk_cpu[-(-warm_tokens // chunk):]  # skip ceil(warm_tokens / chunk) chunks
+    steady = chunk_cpu[-(-warm_tokens // chunk) :]  # skip ceil(warm_tokens / chunk) chunks
     if len(steady) < 8:
         return ""
     q = len(steady) // 4
-    quarters = [steady[i * q:(i + 1) * q] for i in range(3)] + [steady[3 * q:]]
+    quarters = [steady[i * q : (i + 1) * q] for i in range(3)] + [steady[3 * q :]]
     means = " / ".join(f"{sum(x) / len(x):.2f}" for x in quarters)
-    return (f"CPU s per {chunk}-token chunk, quarters of the input past the first {warm_tokens} tokens: {means} "
-            f"(last/first quarter {sum(quarters[-1]) / len(quarters[-1]) / (sum(quarters[0]) / len(quarters[0])):.2f})")
+    return (
+        f"CPU s per {chunk}-token chunk, quarters of the input past the first {warm_tokens} tokens: {means} "
+        f"(last/first quarter {sum(quarters[-1]) / len(quarters[-1]) / (sum(quarters[0]) / len(quarters[0])):.2f})"
+    )
 
 
 def plot(rows: list[dict], path: Path, model: str) -> None:

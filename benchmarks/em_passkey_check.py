@@ -33,12 +33,15 @@ def haystack_ids(tokenizer, folder: Path, n_tokens: int) -> list[int]:
 
 
 def passkey_prompt(tokenizer, filler: list[int], depth: float, key: int) -> torch.Tensor:
-    needle = tokenizer(f" The pass key is {key}. Remember it. {key} is the pass key. ",
-                       add_special_tokens=False)["input_ids"]
+    needle = tokenizer(f" The pass key is {key}. Remember it. {key} is the pass key. ", add_special_tokens=False)[
+        "input_ids"
+    ]
     at = int(len(filler) * depth)
     context = tokenizer.decode(filler[:at] + needle + filler[at:])
-    question = ("There is an important piece of information hidden inside a lot of irrelevant text. "
-                "Find it and memorize it.\n\n" + context + "\n\nWhat is the pass key? The pass key is")
+    question = (
+        "There is an important piece of information hidden inside a lot of irrelevant text. "
+        "Find it and memorize it.\n\n" + context + "\n\nWhat is the pass key? The pass key is"
+    )
     return torch.tensor([chat_input_ids(tokenizer, single_turn(question))])
 
 
@@ -63,11 +66,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     filler = haystack_ids(tokenizer, args.haystack, args.tokens)
-    cfg = EMConfig(n_init=args.n_init, n_local=args.n_local, n_mem=args.n_mem, chunk_size=args.chunk,
-                   segmentation=args.segmentation)
+    cfg = EMConfig(
+        n_init=args.n_init,
+        n_local=args.n_local,
+        n_mem=args.n_mem,
+        chunk_size=args.chunk,
+        segmentation=args.segmentation,
+    )
     rng = random.Random(0)
-    print(f"model={args.model} dtype={model.dtype} threads={torch.get_num_threads()} tokens~{args.tokens} "
-          f"config={cfg}")
+    print(f"model={args.model} dtype={model.dtype} threads={torch.get_num_threads()} tokens~{args.tokens} config={cfg}")
     print("| depth | method | prompt tokens | answer | correct | seconds |")
     print("|---|---|---|---|---|---|")
     for depth in [float(d) for d in args.depths.split(",")]:
@@ -78,15 +85,17 @@ def main() -> None:
             start = time.perf_counter()
             if config is None:
                 with torch.inference_mode():
-                    out = model.generate(ids, max_new_tokens=10, do_sample=False,
-                                         pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:]
+                    out = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)[
+                        :, ids.shape[1] :
+                    ]
             else:
                 with EpisodicMemory(model, config) as mem:
                     out = mem.generate(ids, max_new_tokens=10)
             answer = tokenizer.decode(out[0], skip_special_tokens=True).strip()
             seconds = time.perf_counter() - start
-            print(f"| {depth} | {name} | {ids.shape[1]} | {answer!r} | {str(key) in answer} | {seconds:.0f} |",
-                  flush=True)
+            print(
+                f"| {depth} | {name} | {ids.shape[1]} | {answer!r} | {str(key) in answer} | {seconds:.0f} |", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ PRESSES = ("streaming", "snapkv", "knorm", "expected_attention")
 
 # ---- worker side (kvpress venv; must not import memalign) -------------------------------------------
 
+
 def make_press(name: str, ratio: float, n_sink: int):  # noqa: ANN201 - kvpress types exist only in its venv
     import kvpress
 
@@ -85,8 +86,9 @@ def worker(args: argparse.Namespace) -> None:
                 kept = cache.get_seq_length()
                 question = torch.tensor([ids[n_ctx:]])
                 positions = torch.arange(n_ctx, len(ids)).unsqueeze(0)
-                logits = model(input_ids=question, past_key_values=cache, position_ids=positions,
-                               logits_to_keep=1).logits
+                logits = model(
+                    input_ids=question, past_key_values=cache, position_ids=positions, logits_to_keep=1
+                ).logits
                 generated: list[int] = []
                 token = int(logits[0, -1].argmax())
                 for step in range(row["max_new_tokens"]):
@@ -95,21 +97,37 @@ def worker(args: argparse.Namespace) -> None:
                     generated.append(token)
                     if step == row["max_new_tokens"] - 1:
                         break
-                    logits = model(input_ids=torch.tensor([[token]]), past_key_values=cache,
-                                   position_ids=torch.tensor([[len(ids) + step]])).logits
+                    logits = model(
+                        input_ids=torch.tensor([[token]]),
+                        past_key_values=cache,
+                        position_ids=torch.tensor([[len(ids) + step]]),
+                    ).logits
                     token = int(logits[0, -1].argmax())
             prediction = tokenizer.decode(generated, skip_special_tokens=True)
-            result = {"id": row["id"], "task": row["task"], "metric": row["metric"], "answer": row["answer"],
-                      "meta": row["meta"], "prompt_tokens": len(ids), "method": f"kvpress-{args.press}",
-                      "prediction": prediction, "new_tokens": len(generated), "kv_after_prefill": kept,
-                      "compression_ratio": round(ratio, 4), "seconds": round(time.perf_counter() - start, 3)}
+            result = {
+                "id": row["id"],
+                "task": row["task"],
+                "metric": row["metric"],
+                "answer": row["answer"],
+                "meta": row["meta"],
+                "prompt_tokens": len(ids),
+                "method": f"kvpress-{args.press}",
+                "prediction": prediction,
+                "new_tokens": len(generated),
+                "kv_after_prefill": kept,
+                "compression_ratio": round(ratio, 4),
+                "seconds": round(time.perf_counter() - start, 3),
+            }
             fh.write(json.dumps(result, ensure_ascii=False) + "\n")
             fh.flush()
-            print(f"[kvpress] {args.press} {k}/{len(rows)} kept {kept}/{n_ctx} {result['seconds']}s: "
-                  f"{prediction[:60]!r}", flush=True)
+            print(
+                f"[kvpress] {args.press} {k}/{len(rows)} kept {kept}/{n_ctx} {result['seconds']}s: {prediction[:60]!r}",
+                flush=True,
+            )
 
 
 # ---- driver side (memalign venv) -------------------------------------------------------------------
+
 
 def ensure_venv() -> Path:
     python = VENV / "bin" / "python"
@@ -142,32 +160,65 @@ def driver(args: argparse.Namespace) -> None:
         for length in parse_lengths(args.lengths):
             records = out / "_records" / f"{task}__{length}__{model_slug(args.model)}__seed{args.seed}.jsonl"
             if not records.is_file():
-                export_records([task], [length], args.model, records, samples=args.samples, seed=args.seed,
-                               haystack=args.haystack)
+                export_records(
+                    [task], [length], args.model, records, samples=args.samples, seed=args.seed, haystack=args.haystack
+                )
             # The exported prompts are the data this cell answers: a changed essay folder or generator
             # gives another hash, hence another folder.
             data = {"records": {"path": str(records.resolve()), "sha256": file_sha256(records)}}
             for press in args.presses.split(","):
                 method = f"kvpress-{press}"
-                folder = out / (f"{task}__{length}__{model_slug(args.model)}__{method}__b{budget}__{dtype}"
-                                f"__data-{data['records']['sha256'][:8]}__seed{args.seed}")
-                config = {"task": task, "length": length, "method": method, "model": args.model,
-                          "samples": args.samples, "seed": args.seed, "dtype": args.dtype, "dtype_used": dtype,
-                          "model_identity": model_identity(args.model), "data": data,
-                          "budget": {"n_init": args.n_init, "n_local": args.n_local, "n_mem": args.n_mem},
-                          "method_config": {"name": method, "press": press, "kept_context_tokens": budget,
-                                            "n_sink": args.n_init, "kvpress": "0.5.5",
-                                            "budget": {"n_init": args.n_init, "n_local": args.n_local,
-                                                       "n_mem": args.n_mem}},
-                          "name": folder.name}
+                folder = out / (
+                    f"{task}__{length}__{model_slug(args.model)}__{method}__b{budget}__{dtype}"
+                    f"__data-{data['records']['sha256'][:8]}__seed{args.seed}"
+                )
+                config = {
+                    "task": task,
+                    "length": length,
+                    "method": method,
+                    "model": args.model,
+                    "samples": args.samples,
+                    "seed": args.seed,
+                    "dtype": args.dtype,
+                    "dtype_used": dtype,
+                    "model_identity": model_identity(args.model),
+                    "data": data,
+                    "budget": {"n_init": args.n_init, "n_local": args.n_local, "n_mem": args.n_mem},
+                    "method_config": {
+                        "name": method,
+                        "press": press,
+                        "kept_context_tokens": budget,
+                        "n_sink": args.n_init,
+                        "kvpress": "0.5.5",
+                        "budget": {"n_init": args.n_init, "n_local": args.n_local, "n_mem": args.n_mem},
+                    },
+                    "name": folder.name,
+                }
                 check_resume(folder, config)  # a folder of another configuration is refused, untouched
                 read_appended_jsonl(folder / PREDICTIONS_FILE)  # drops a line cut off by a killed worker
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-                cmd = [str(python), __file__, "--worker", "--records", str(records), "--model-dir", model_dir,
-                       "--press", press, "--budget", str(budget), "--n-sink", str(args.n_init),
-                       "--dtype", args.dtype, "--predictions", str(folder / PREDICTIONS_FILE),
-                       "--threads", str(args.threads)]
+                cmd = [
+                    str(python),
+                    __file__,
+                    "--worker",
+                    "--records",
+                    str(records),
+                    "--model-dir",
+                    model_dir,
+                    "--press",
+                    press,
+                    "--budget",
+                    str(budget),
+                    "--n-sink",
+                    str(args.n_init),
+                    "--dtype",
+                    args.dtype,
+                    "--predictions",
+                    str(folder / PREDICTIONS_FILE),
+                    "--threads",
+                    str(args.threads),
+                ]
                 subprocess.run(cmd, check=True)
                 metrics = finalize(folder, config)
                 print(f"{folder.name}: {metrics['score']} (n={metrics['n']})", flush=True)

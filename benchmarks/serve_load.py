@@ -38,13 +38,31 @@ def _free_port() -> int:
 
 def _start(args: argparse.Namespace, state: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    command = [sys.executable, "-m", "memalign", "serve", "--model", args.model, "--served-name", "bench",
-               "--port", str(port), "--state", str(state), "--max-batch", "16", "--dtype", args.dtype,
-               "--device", args.device]
+    command = [
+        sys.executable,
+        "-m",
+        "memalign",
+        "serve",
+        "--model",
+        args.model,
+        "--served-name",
+        "bench",
+        "--port",
+        str(port),
+        "--state",
+        str(state),
+        "--max-batch",
+        "16",
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+    ]
     if args.memory:
         command += ["--memory", args.memory]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "MEMALIGN_PROGRESS": "0"})
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MEMALIGN_PROGRESS": "0"}
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -63,9 +81,14 @@ def _stream_one(client: openai.OpenAI, prompt: str, max_tokens: int) -> tuple[fl
     """(time to first token, tokens generated, total seconds) of one streamed request."""
     start = time.perf_counter()
     first = None
-    stream = client.chat.completions.create(model="bench", messages=[{"role": "user", "content": prompt}],
-                                            max_tokens=max_tokens, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="bench",
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     tokens = 0
     for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -91,9 +114,16 @@ def concurrency(client: openai.OpenAI, args: argparse.Namespace) -> list[dict]:
             results = list(pool.map(lambda p: _stream_one(client, p, args.max_tokens), prompts))
         wall = time.perf_counter() - start
         ttft = [r[0] for r in results]
-        rows.append({"clients": clients, "requests": n, "tokens_per_s": sum(r[1] for r in results) / wall,
-                     "ttft_p50_s": statistics.median(ttft), "ttft_p95_s": _percentile(ttft, 0.95),
-                     "wall_s": wall})
+        rows.append(
+            {
+                "clients": clients,
+                "requests": n,
+                "tokens_per_s": sum(r[1] for r in results) / wall,
+                "ttft_p50_s": statistics.median(ttft),
+                "ttft_p95_s": _percentile(ttft, 0.95),
+                "wall_s": wall,
+            }
+        )
         if wall > args.budget_s:
             break
     return rows
@@ -106,13 +136,18 @@ def conversation(client: openai.OpenAI, args: argparse.Namespace) -> dict:
     for turn in range(args.turns):
         question = f"Turn {turn}: here is a fact, number {turn * 7}. Acknowledge it."
         t0 = time.perf_counter()
-        mem = client.chat.completions.create(model="bench", messages=[{"role": "user", "content": question}],
-                                             max_tokens=args.max_tokens, temperature=0,
-                                             extra_body={"conversation_id": f"bench-{os.getpid()}"})
+        mem = client.chat.completions.create(
+            model="bench",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=args.max_tokens,
+            temperature=0,
+            extra_body={"conversation_id": f"bench-{os.getpid()}"},
+        )
         t1 = time.perf_counter()
         history.append({"role": "user", "content": question})
-        full = client.chat.completions.create(model="bench", messages=history, max_tokens=args.max_tokens,
-                                              temperature=0)
+        full = client.chat.completions.create(
+            model="bench", messages=history, max_tokens=args.max_tokens, temperature=0
+        )
         t2 = time.perf_counter()
         history.append({"role": "assistant", "content": full.choices[0].message.content or ""})
         out["memory"].append({"turn": turn, "prompt_tokens": mem.usage.prompt_tokens, "latency_s": t1 - t0})
@@ -137,8 +172,13 @@ def main() -> None:
         process, url = _start(args, Path(state))
         try:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
-            report = {"model": args.model, "memory": args.memory, "max_tokens": args.max_tokens,
-                      "concurrency": concurrency(client, args), "conversation": conversation(client, args)}
+            report = {
+                "model": args.model,
+                "memory": args.memory,
+                "max_tokens": args.max_tokens,
+                "concurrency": concurrency(client, args),
+                "conversation": conversation(client, args),
+            }
         finally:
             process.terminate()
             process.wait(timeout=60)

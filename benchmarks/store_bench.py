@@ -89,8 +89,12 @@ def run(n_tokens: int, args: argparse.Namespace, offload_root: Path) -> list[dic
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     budget = int(args.host_budget_gib * 2**30)
-    config = StoreConfig(device_cache_tokens=args.device_cache_tokens, host_budget_bytes=budget,
-                         offload_dir=offload_root, page_tokens=args.page_tokens).per_store(args.layers)
+    config = StoreConfig(
+        device_cache_tokens=args.device_cache_tokens,
+        host_budget_bytes=budget,
+        offload_dir=offload_root,
+        page_tokens=args.page_tokens,
+    ).per_store(args.layers)
     gen = torch.Generator().manual_seed(0)
     pool_k = torch.randn(POOL, args.kv_heads, args.max_event, args.head_dim, generator=gen).to(dtype).to(device)
     pool_v = torch.randn(POOL, args.kv_heads, args.max_event, args.head_dim, generator=gen).to(dtype).to(device)
@@ -101,8 +105,10 @@ def run(n_tokens: int, args: argparse.Namespace, offload_root: Path) -> list[dic
         sizes.append(rng.randint(args.min_event, args.max_event))
     sizes[-1] -= sum(sizes) - n_tokens
 
-    stores = [EventStore(args.kv_heads, args.head_dim, args.heads * args.head_dim, dtype, device, config)
-              for _ in range(args.layers)]
+    stores = [
+        EventStore(args.kv_heads, args.head_dim, args.heads * args.head_dim, dtype, device, config)
+        for _ in range(args.layers)
+    ]
     t0 = time.perf_counter()
     position = 0
     for eid, size in enumerate(sizes):  # layer-inner, as eviction adds one event to every layer
@@ -148,21 +154,31 @@ def run(n_tokens: int, args: argparse.Namespace, offload_root: Path) -> list[dic
         elapsed = time.perf_counter() - t0
         n_gathers = (args.rounds - 1) * args.layers
         per_token = 2 * args.kv_heads * args.head_dim * pool_k.element_size()
-        rows.append({
-            "tokens": n_tokens, "events/layer": len(sizes), "fill_s": fill_s,
-            "device_MiB": tiers["device"] / MiB, "kv_device_MiB": kv["device"] / MiB,
-            "host_MiB": tiers["host"] / MiB, "kv_host_MiB": kv["host"] / MiB,
-            "disk_MiB": tiers["disk"] / MiB, "rss_anon_MiB": rss_fill / MiB, "pattern": pattern,
-            "ms/gather": 1e3 * elapsed / n_gathers, "tok/gather": gathered / n_gathers,
-            "Mtok/s": gathered / elapsed / 1e6, "GB/s": gathered * per_token / elapsed / 1e9,
-        })
+        rows.append(
+            {
+                "tokens": n_tokens,
+                "events/layer": len(sizes),
+                "fill_s": fill_s,
+                "device_MiB": tiers["device"] / MiB,
+                "kv_device_MiB": kv["device"] / MiB,
+                "host_MiB": tiers["host"] / MiB,
+                "kv_host_MiB": kv["host"] / MiB,
+                "disk_MiB": tiers["disk"] / MiB,
+                "rss_anon_MiB": rss_fill / MiB,
+                "pattern": pattern,
+                "ms/gather": 1e3 * elapsed / n_gathers,
+                "tok/gather": gathered / n_gathers,
+                "Mtok/s": gathered / elapsed / 1e6,
+                "GB/s": gathered * per_token / elapsed / 1e9,
+            }
+        )
 
     # spot-check: gathered K/V are bit-identical to what was added, whatever tier they came from
     for eid in (0, len(sizes) // 2, len(sizes) - 1):
         k, v = stores[-1].gather([eid])
         p = eid % POOL
-        assert torch.equal(bits(k), bits(pool_k[p, :, :sizes[eid]])), eid
-        assert torch.equal(bits(v), bits(pool_v[p, :, :sizes[eid]])), eid
+        assert torch.equal(bits(k), bits(pool_k[p, :, : sizes[eid]])), eid
+        assert torch.equal(bits(v), bits(pool_v[p, :, : sizes[eid]])), eid
     for store in stores:
         store.close()
     return rows
@@ -192,21 +208,31 @@ def main() -> None:
     parser.add_argument("--host-budget-gib", type=float, default=1.0, help="model-wide, split over the layers")
     parser.add_argument("--page-tokens", type=int, default=4096)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--device-cache-tokens", type=int, default=None,
-                        help="accelerator LRU per layer (ignored on cpu, where host memory is the device)")
+    parser.add_argument(
+        "--device-cache-tokens",
+        type=int,
+        default=None,
+        help="accelerator LRU per layer (ignored on cpu, where host memory is the device)",
+    )
     parser.add_argument("--offload-dir", type=Path, default=None)
     parser.add_argument("--cold", action="store_true", help="also measure gathers after dropping the page cache")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (gathers are small copies: 1 avoids thread hand-off noise)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (gathers are small copies: 1 avoids thread hand-off noise)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     root = Path(tempfile.mkdtemp(prefix="store-bench-", dir=args.offload_dir))
     try:
-        print(f"# {args.layers} layers x {args.kv_heads} kv heads x {args.head_dim} dims, {args.dtype}, "
-              f"host budget {args.host_budget_gib} GiB, pages of {args.page_tokens} tokens, n_mem {args.n_mem}, "
-              f"device {args.device}, torch threads {torch.get_num_threads()}, "
-              f"baseline RssAnon {rss_anon_bytes() / MiB:.0f} MiB")
+        print(
+            f"# {args.layers} layers x {args.kv_heads} kv heads x {args.head_dim} dims, {args.dtype}, "
+            f"host budget {args.host_budget_gib} GiB, pages of {args.page_tokens} tokens, n_mem {args.n_mem}, "
+            f"device {args.device}, torch threads {torch.get_num_threads()}, "
+            f"baseline RssAnon {rss_anon_bytes() / MiB:.0f} MiB"
+        )
         rows = []
         for n in args.tokens:
             rows.extend(run(n, args, root))

@@ -25,8 +25,16 @@ from memalign.testing import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-GOOD_RECORD = {"context": "c", "question": "q", "answer_prefix": "", "answer": ["a"], "max_new_tokens": 4,
-               "task": "passkey", "metric": "first_int_match", "id": "x"}
+GOOD_RECORD = {
+    "context": "c",
+    "question": "q",
+    "answer_prefix": "",
+    "answer": ["a"],
+    "max_new_tokens": 4,
+    "task": "passkey",
+    "metric": "first_int_match",
+    "id": "x",
+}
 
 # name -> bytes of a bad JSONL input file
 BAD_JSONL: dict[str, bytes] = {
@@ -65,8 +73,13 @@ def test_records_round_trip_and_missing_file(tmp_path):
 
 SUITE_ROWS = {
     "longbench:hotpotqa": {"_id": "h", "input": "Who?", "context": "Ann.", "answers": ["Ann"], "all_classes": None},
-    "infinitebench:longbook_choice_eng": {"id": 0, "context": "A book.", "input": "Who?", "answer": ["Bob"],
-                                          "options": ["Ann", "Bob", "Cy", "Di"]},
+    "infinitebench:longbook_choice_eng": {
+        "id": 0,
+        "context": "A book.",
+        "input": "Who?",
+        "answer": ["Bob"],
+        "options": ["Ann", "Bob", "Cy", "Di"],
+    },
 }
 BAD_SUITE_FILES: dict[str, Any] = {
     **{k: v for k, v in BAD_JSONL.items() if k in ("empty", "truncated", "random-bytes", "not-utf8", "json-array")},
@@ -90,8 +103,9 @@ def test_infinitebench_answer_outside_the_options_names_file_and_row(tmp_path):
     row = {**SUITE_ROWS["infinitebench:longbook_choice_eng"], "answer": ["Zed"]}
     (tmp_path / "longbook_choice_eng.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match=r"longbook_choice_eng.jsonl: row 1: answer 'Zed' is not one of the options"):
-        get_task("infinitebench:longbook_choice_eng").records(TaskContext(tiny_tokenizer(), data_dir=tmp_path),
-                                                              0, 0, seed=0)
+        get_task("infinitebench:longbook_choice_eng").records(
+            TaskContext(tiny_tokenizer(), data_dir=tmp_path), 0, 0, seed=0
+        )
 
 
 @pytest.mark.parametrize("kind", ["missing", "no-txt", "not-utf8", "binary", "all-empty"])
@@ -113,6 +127,7 @@ def test_bad_haystack_folder_is_one_data_error(tmp_path, kind):
 
 
 # ---- predictions.jsonl: the crash signature and real damage ---------------------------------------
+
 
 def test_torn_last_prediction_line_is_dropped_and_the_file_repaired(tmp_path, caplog):
     path = tmp_path / PREDICTIONS_FILE
@@ -158,12 +173,20 @@ def test_a_torn_prediction_is_redone_on_resume(tiny, tmp_path):
 
 # ---- resumes of another configuration ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("key", "value", "named"), [
-    ("model_identity", {"kind": "local", "path": "/runs/runA/ckpt", "fingerprint": "0" * 16}, "model_identity.kind"),
-    ("dtype_used", "bf16", "dtype_used"),
-    ("method_config", {"name": "full", "prefill_chunk": 64}, "method_config.prefill_chunk"),
-    ("data", {"haystack": {"path": "/essays", "sha256": "f" * 64}}, "data.haystack"),
-])
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        (
+            "model_identity",
+            {"kind": "local", "path": "/runs/runA/ckpt", "fingerprint": "0" * 16},
+            "model_identity.kind",
+        ),
+        ("dtype_used", "bf16", "dtype_used"),
+        ("method_config", {"name": "full", "prefill_chunk": 64}, "method_config.prefill_chunk"),
+        ("data", {"haystack": {"path": "/essays", "sha256": "f" * 64}}, "data.haystack"),
+    ],
+)
 def test_resume_into_a_folder_of_another_configuration_is_refused(tiny, tmp_path, key, value, named):
     model, tok = tiny
     cfg = RunConfig("passkey", 300, "full", "tiny:llama", samples=1, dtype="fp32")
@@ -208,8 +231,10 @@ def test_local_model_paths_and_dtypes_never_share_a_folder(tmp_path):
     a = RunConfig("passkey", 300, "full", str(tmp_path / "runA" / "ckpt"), dtype="fp32")
     b = RunConfig("passkey", 300, "full", str(tmp_path / "runB" / "ckpt"), dtype="fp32")
     assert a.name() != b.name() and a.name().startswith("passkey__300__ckpt-")
-    assert RunConfig("passkey", 300, "full", "m", dtype="bf16").name() != \
-        RunConfig("passkey", 300, "full", "m", dtype="fp32").name()
+    assert (
+        RunConfig("passkey", 300, "full", "m", dtype="bf16").name()
+        != RunConfig("passkey", 300, "full", "m", dtype="fp32").name()
+    )
     auto = RunConfig("passkey", 300, "full", "m", dtype="auto")
     assert f"__{auto.dtype_used()}__" in auto.name()  # auto is named after what it resolves to
 
@@ -230,11 +255,21 @@ def test_local_model_fingerprint_changes_with_its_weights(tmp_path):
 
 # ---- bad values: API and CLI, nothing left behind ---------------------------------------------------
 
-@pytest.mark.parametrize("kwargs", [
-    {"samples": 0}, {"samples": "3"}, {"seed": -1}, {"length": -5}, {"prefill_chunk": 0},
-    {"dtype": "fp8"}, {"method": "magic"}, {"task": "nope"},
-    {"method": "em-llm", "budget": Budget(n_init=16, n_local=256, n_mem=64, chunk_size=64)},  # n_mem < one event
-])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"samples": 0},
+        {"samples": "3"},
+        {"seed": -1},
+        {"length": -5},
+        {"prefill_chunk": 0},
+        {"dtype": "fp8"},
+        {"method": "magic"},
+        {"task": "nope"},
+        {"method": "em-llm", "budget": Budget(n_init=16, n_local=256, n_mem=64, chunk_size=64)},  # n_mem < one event
+    ],
+)
 def test_bad_run_configs_fail_before_anything_runs(kwargs):
     base = {"task": "passkey", "length": 300, "method": "full", "model": "tiny:llama"}
     with pytest.raises(MemalignError) as info:
@@ -250,8 +285,14 @@ def test_impossible_memory_budget_fails_before_the_model_loads(tmp_path, monkeyp
 
     monkeypatch.setattr(memalign.models, "load_model", no_loading)
     with pytest.raises(ConfigError, match="n_mem"):
-        run_sweep(["passkey"], [300], ["em-llm"], "tiny:llama", tmp_path / "out",
-                  budget=Budget(n_init=16, n_local=256, n_mem=64, chunk_size=64))
+        run_sweep(
+            ["passkey"],
+            [300],
+            ["em-llm"],
+            "tiny:llama",
+            tmp_path / "out",
+            budget=Budget(n_init=16, n_local=256, n_mem=64, chunk_size=64),
+        )
     with pytest.raises(DataError, match="no such folder"):
         run_sweep(["passkey"], [300], ["full"], "tiny:llama", tmp_path / "out", haystack=tmp_path / "absent")
     with pytest.raises(DataError, match="hotpotqa.jsonl not found"):
@@ -296,11 +337,41 @@ def test_bad_cli_values_exit_2_and_write_nothing(tmp_path, case):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args", [
-    ["bench", "run", "-t", "passkey", "--lengths", "300", "-m", "em-llm", "--n-mem", "64", "--n-local", "256",
-     "--chunk-size", "64", "--model", "tiny:llama"],
-    ["bench", "generate", "-t", "longbench:hotpotqa", "--lengths", "0", "--model", "tiny:llama", "--data-dir", "DATA"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "bench",
+            "run",
+            "-t",
+            "passkey",
+            "--lengths",
+            "300",
+            "-m",
+            "em-llm",
+            "--n-mem",
+            "64",
+            "--n-local",
+            "256",
+            "--chunk-size",
+            "64",
+            "--model",
+            "tiny:llama",
+        ],
+        [
+            "bench",
+            "generate",
+            "-t",
+            "longbench:hotpotqa",
+            "--lengths",
+            "0",
+            "--model",
+            "tiny:llama",
+            "--data-dir",
+            "DATA",
+        ],
+    ],
+)
 def test_cli_subprocess_prints_one_line_and_exits_2(tmp_path, args):
     data = tmp_path / "data"
     data.mkdir()
@@ -309,8 +380,9 @@ def test_cli_subprocess_prints_one_line_and_exits_2(tmp_path, args):
     out = tmp_path / "out"
     args += ["--out", str(out / "r.jsonl" if "generate" in args else out)]
     env = {**os.environ, "MEMALIGN_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, "-m", "memalign", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "memalign", *args], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr

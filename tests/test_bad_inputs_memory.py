@@ -93,11 +93,14 @@ def test_store_config_refuses_bad_field(field, value, no_leftovers):
         EMConfig(store={field: value})
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"chunk_size": 64, "n_local": 32}, "chunk_size"),
-    ({"min_block_size": 16, "max_block_size": 8}, "min_block_size"),
-    ({"n_mem": 8, "max_block_size": 16}, "smaller than one event"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"chunk_size": 64, "n_local": 32}, "chunk_size"),
+        ({"min_block_size": 16, "max_block_size": 8}, "min_block_size"),
+        ({"n_mem": 8, "max_block_size": 16}, "smaller than one event"),
+    ],
+)
 def test_impossible_combinations(kwargs, match, no_leftovers):
     with pytest.raises(ConfigError, match=match):
         EMConfig(**kwargs)
@@ -123,17 +126,21 @@ def test_derived_defaults_follow_a_replaced_window():
 
 # ---- bounds that need the model ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def qwen3():
     return tiny_model("qwen3")  # max_position_embeddings = 4096
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"memory_distance": 4096}, "memory_distance"),
-    ({"memory_distance": 10**6}, "memory_distance"),
-    ({"n_local": 8192, "chunk_size": 512}, "n_local"),
-    ({"n_init": 5000}, "n_init"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"memory_distance": 4096}, "memory_distance"),
+        ({"memory_distance": 10**6}, "memory_distance"),
+        ({"n_local": 8192, "chunk_size": 512}, "n_local"),
+        ({"n_init": 5000}, "n_init"),
+    ],
+)
 def test_attach_refuses_what_the_model_cannot_place(qwen3, kwargs, field, no_leftovers):
     cfg = EMConfig(**{"n_local": 64, "chunk_size": 16, "n_mem": 64, "max_block_size": 16, "n_init": 4, **kwargs})
     with pytest.raises(ConfigError, match=f"EMConfig.{field}=.*max_position_embeddings"):
@@ -206,13 +213,16 @@ def test_missing_memory_file_and_unknown_preset(tmp_path):
         EMConfig.preset(3)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"model: [1, 2]\n", "key model"),
-    (b"- 1\n", "mapping"),
-    (b"model:\n  n_local: 32\n  n_local: 64\n  bad: [\n", "not valid YAML"),
-    (b"\xff", "not UTF-8"),
-    (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"model: [1, 2]\n", "key model"),
+        (b"- 1\n", "mapping"),
+        (b"model:\n  n_local: 32\n  n_local: 64\n  bad: [\n", "not valid YAML"),
+        (b"\xff", "not UTF-8"),
+        (b"", "empty"),
+    ],
+)
 def test_bad_reference_yaml(content, match, tmp_path):
     path = tmp_path / "reference.yaml"
     path.write_bytes(content)
@@ -267,8 +277,9 @@ def test_patch_hf_refuses_bad_arguments(qwen3, changes, match, no_leftovers):
     assert not hasattr(qwen3, "memalign_memory") and qwen3.config._attn_implementation == "sdpa"
 
 
-@pytest.mark.parametrize("attn_type,match", [("landmark", "unknown attn_type 'landmark'; known: em_llm"),
-                                             (5, "attn_type must be a string")])
+@pytest.mark.parametrize(
+    "attn_type,match", [("landmark", "unknown attn_type 'landmark'; known: em_llm"), (5, "attn_type must be a string")]
+)
 def test_patch_hf_refuses_bad_attn_type(qwen3, attn_type, match):
     with pytest.raises(ConfigError, match=match):
         patch_hf(qwen3, attn_type=attn_type, **BASE)

@@ -80,15 +80,28 @@ CASES = [
     BadInput("truncated-safetensors-dir", _truncated_safetensors_dir, r"model\.safetensors is truncated"),
     BadInput("missing-path", lambda d: str(d / "no-such-model"), r"no-such-model.*not found"),
     BadInput("unknown-tiny-kind", "tiny:bogus", r"unknown tiny model kind 'bogus'; known: qwen3"),
-    BadInput("preset-typo", "smollm2-135m-instruc", r"Did you mean the preset 'smollm2-135m-instruct'",
-             offline=True),
-    BadInput("unreachable-hub-id", "memalign-test/no-such-model",
-             r"Hugging Face hub cannot be reached.*hf download memalign-test/no-such-model.*preset", offline=True),
+    BadInput("preset-typo", "smollm2-135m-instruc", r"Did you mean the preset 'smollm2-135m-instruct'", offline=True),
+    BadInput(
+        "unreachable-hub-id",
+        "memalign-test/no-such-model",
+        r"Hugging Face hub cannot be reached.*hf download memalign-test/no-such-model.*preset",
+        offline=True,
+    ),
     BadInput("bogus-device", "tiny:llama", r"unknown device 'bogus'; use cpu", {"device": "bogus"}),
-    BadInput("cuda-on-cpu-torch", "tiny:llama", r"'cuda' is not available", {"device": "cuda"},
-             unless=torch.cuda.is_available()),
-    BadInput("mps-unavailable", "tiny:llama", r"'mps' is not available", {"device": "mps"},
-             unless=torch.backends.mps.is_available()),
+    BadInput(
+        "cuda-on-cpu-torch",
+        "tiny:llama",
+        r"'cuda' is not available",
+        {"device": "cuda"},
+        unless=torch.cuda.is_available(),
+    ),
+    BadInput(
+        "mps-unavailable",
+        "tiny:llama",
+        r"'mps' is not available",
+        {"device": "mps"},
+        unless=torch.backends.mps.is_available(),
+    ),
     BadInput("bogus-dtype", "tiny:llama", r"unknown dtype 'bogus'", {"dtype": "bogus"}),
 ]
 IDS = [case.id for case in CASES]
@@ -125,16 +138,26 @@ def cli_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, P
         directory = tmp_path_factory.mktemp(case.id)
         (directory / "inputs").mkdir()
         model = case.build(directory / "inputs")
-        env = {**os.environ, "MEMALIGN_PROGRESS": "0", "MEMALIGN_CACHE": str(directory / "cache"),
-               "HF_HOME": str(directory / "hf")}
+        env = {
+            **os.environ,
+            "MEMALIGN_PROGRESS": "0",
+            "MEMALIGN_CACHE": str(directory / "cache"),
+            "HF_HOME": str(directory / "hf"),
+        }
         if case.offline:
             env["HF_HUB_OFFLINE"] = "1"
         prepared[case.id] = (case.cli_args(model), env, directory, _tree(directory))
 
     def run(item):
         case_id, (args, env, directory, before) = item
-        proc = subprocess.run([sys.executable, "-m", "memalign", *args], capture_output=True, text=True, env=env,
-                              cwd=directory, timeout=240)
+        proc = subprocess.run(
+            [sys.executable, "-m", "memalign", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=directory,
+            timeout=240,
+        )
         return case_id, (proc, directory, before, _tree(directory))
 
     with ThreadPoolExecutor(max_workers=2) as pool:

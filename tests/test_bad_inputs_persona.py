@@ -58,8 +58,12 @@ def key_text(n_items: int = N_ITEMS, word: str = "thing") -> str:
 
 def subjects_json(n: int = 5, seed: int = 0) -> str:
     gen = torch.Generator().manual_seed(seed)
-    return json.dumps([{"case": f"s{k}", **{f"i{i}": int(torch.randint(1, 6, (1,), generator=gen))
-                                           for i in range(1, N_ITEMS + 1)}} for k in range(n)])
+    return json.dumps(
+        [
+            {"case": f"s{k}", **{f"i{i}": int(torch.randint(1, 6, (1,), generator=gen)) for i in range(1, N_ITEMS + 1)}}
+            for k in range(n)
+        ]
+    )
 
 
 ANSWER_COLUMNS = ",".join(f"i{i}" for i in range(1, N_ITEMS + 1))
@@ -94,8 +98,11 @@ def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with the hash of its bytes (to prove a refusal wrote nothing)."""
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_line(message: str) -> None:
@@ -139,8 +146,19 @@ def assert_refused(code: int, err: str, *fragments: str) -> None:
 
 
 def eval_args(files: Path, out: Path, subjects: Path | None = None, *extra: str) -> list[str]:
-    return ["persona", "eval", "--modes", "predictors", "--item-key", files / "key.csv", "--subjects",
-            subjects or files / "subjects.json", "--out", out, *(extra or ("--recoded",))]
+    return [
+        "persona",
+        "eval",
+        "--modes",
+        "predictors",
+        "--item-key",
+        files / "key.csv",
+        "--subjects",
+        subjects or files / "subjects.json",
+        "--out",
+        out,
+        *(extra or ("--recoded",)),
+    ]
 
 
 # ---- answers files ---------------------------------------------------------------------------------
@@ -195,30 +213,56 @@ def test_good_csv_and_a_cut_looking_row_that_ends_with_a_newline(tmp_path, instr
     subjects = read_answers_file(write(tmp_path, "ok.csv", CSV_OK), instrument, recoded=False)
     assert [s.subject_id for s in subjects.subjects] == ["a", "b"] and len(subjects.sha256) == 64
     # an empty last field is a missing answer when the row is complete (ends with a newline) ...
-    complete = read_answers_file(write(tmp_path, "gap.csv", CSV_OK + f"c,{FULL_ROW[:-1]}\n"), instrument,
-                                 recoded=False)
+    complete = read_answers_file(write(tmp_path, "gap.csv", CSV_OK + f"c,{FULL_ROW[:-1]}\n"), instrument, recoded=False)
     assert complete.subjects[-1].raw_answer(N_ITEMS) is None
     # ... and a file without a final newline is fine when its last field holds a value
-    assert len(read_answers_file(write(tmp_path, "nonl.csv", CSV_OK.rstrip("\n")), instrument,
-                                 recoded=False).subjects) == 2
+    assert (
+        len(read_answers_file(write(tmp_path, "nonl.csv", CSV_OK.rstrip("\n")), instrument, recoded=False).subjects)
+        == 2
+    )
 
 
 def test_align_refuses_bad_answers_without_writing(cli, files, tmp_path):
     out = tmp_path / "steer"
     bad = write(tmp_path, "a.csv", CSV_OK + "c,1,2\n")
-    code, err = cli("persona", "align", "--model", "tiny:qwen3", "--answers", bad, "--item-key", files / "key.csv",
-                    "--out", out, "--raw")
+    code, err = cli(
+        "persona",
+        "align",
+        "--model",
+        "tiny:qwen3",
+        "--answers",
+        bad,
+        "--item-key",
+        files / "key.csv",
+        "--out",
+        out,
+        "--raw",
+    )
     assert_refused(code, err, str(bad), "line 4")
     assert not out.exists()
-    code, err = cli("persona", "align", "--model", "tiny:qwen3", "--answers", files / "subjects.json", "--item-key",
-                    files / "key.csv", "--out", out, "--recoded", "--k", "2.5")
+    code, err = cli(
+        "persona",
+        "align",
+        "--model",
+        "tiny:qwen3",
+        "--answers",
+        files / "subjects.json",
+        "--item-key",
+        files / "key.csv",
+        "--out",
+        out,
+        "--recoded",
+        "--k",
+        "2.5",
+    )
     assert_refused(code, err, "--k")
     assert not out.exists()
 
 
 # ---- item key, rewordings, split (read by memalign.persona.instruments / prompts) -----------------------
-REWORDINGS = "text,label_ocean,key\n" + "".join(f"Do thing number {i},{'NEOAC'[i % 5]},{1 if i % 3 else -1}\n"
-                                                for i in range(1, N_SHORT + 1))
+REWORDINGS = "text,label_ocean,key\n" + "".join(
+    f"Do thing number {i},{'NEOAC'[i % 5]},{1 if i % 3 else -1}\n" for i in range(1, N_SHORT + 1)
+)
 SPLIT = json.dumps({"train_index": list(range(1, N_SHORT + 1)), "test_index": list(range(N_SHORT + 1, N_ITEMS + 1))})
 
 TABLE_CASES = [
@@ -248,19 +292,29 @@ TABLE_CASES = [
 @pytest.mark.parametrize(("kind", "content"), TABLE_CASES)
 def test_item_key_rewordings_and_split_errors(tmp_path, instrument, kind, content):
     path = write(tmp_path, f"bad-{kind}", content)
-    loaders = {"key": load_item_key, "rewordings": lambda p: load_rewordings(p, instrument),
-               "split": lambda p: load_split(p, instrument)}
+    loaders = {
+        "key": load_item_key,
+        "rewordings": lambda p: load_rewordings(p, instrument),
+        "split": lambda p: load_split(p, instrument),
+    }
     with pytest.raises(MemalignError) as info:
         loaders[kind](path)
     assert str(path) in str(info.value) or kind == "split"
     one_line(str(info.value))
 
 
-@pytest.mark.parametrize(("flag", "content"), [
-    ("--item-key", b""), ("--item-key", "full_id,sign,text\n1,+N1\n"), ("--split", SPLIT[:30]),
-    ("--split", b'{"train_index": [1], "test_index": [1]}'), ("--rewordings", REWORDINGS[:-30]),
-    ("--personality-prompts", b"[1, 2"), ("--personality-prompts", b'{"s0": "You are calm."}'),
-])
+@pytest.mark.parametrize(
+    ("flag", "content"),
+    [
+        ("--item-key", b""),
+        ("--item-key", "full_id,sign,text\n1,+N1\n"),
+        ("--split", SPLIT[:30]),
+        ("--split", b'{"train_index": [1], "test_index": [1]}'),
+        ("--rewordings", REWORDINGS[:-30]),
+        ("--personality-prompts", b"[1, 2"),
+        ("--personality-prompts", b'{"s0": "You are calm."}'),
+    ],
+)
 def test_cli_eval_refuses_bad_side_files(cli, files, tmp_path, flag, content):
     bad = write(tmp_path, "bad-file", content)
     out = tmp_path / "out"
@@ -278,17 +332,20 @@ def test_cli_eval_refuses_bad_side_files(cli, files, tmp_path, flag, content):
 
 
 # ---- personality prompts -------------------------------------------------------------------------
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "is empty"),
-    (LATIN1, "not UTF-8"),
-    (b'[{"output": ["You are calm."]}', "not valid JSON"),
-    (b"42", "expected a list"),
-    (b'[{"output": ["You are calm."]}]', "one entry per subject"),
-    (b'[{"output": []}, "ok"]', "entry 0"),
-    (b'["fine", {"text": "x"}]', "entry 1"),
-    (b'["fine", ""]', "entry 1"),
-    (b'{"a": 5}', "entry \'a\'"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (LATIN1, "not UTF-8"),
+        (b'[{"output": ["You are calm."]}', "not valid JSON"),
+        (b"42", "expected a list"),
+        (b'[{"output": ["You are calm."]}]', "one entry per subject"),
+        (b'[{"output": []}, "ok"]', "entry 0"),
+        (b'["fine", {"text": "x"}]', "entry 1"),
+        (b'["fine", ""]', "entry 1"),
+        (b'{"a": 5}', "entry 'a'"),
+    ],
+)
 def test_personality_prompts_errors(tmp_path, content, message):
     path = write(tmp_path, "prompts.json", content)
     with pytest.raises(DataError) as info:
@@ -309,8 +366,17 @@ def tiny_steering(alpha: float = 2.0) -> Steering:
     spec = get_arch_spec(tiny_config("qwen3"))
     gen = torch.Generator().manual_seed(0)
     directions = torch.nn.functional.normalize(torch.randn(2, spec.head_dim, generator=gen), dim=-1)
-    return Steering(((0, 1), (1, 3)), directions, torch.tensor([0.5, 1.5]), alpha, spec.num_layers, spec.num_heads,
-                    spec.head_dim, "generated", {"model_type": "qwen3"})
+    return Steering(
+        ((0, 1), (1, 3)),
+        directions,
+        torch.tensor([0.5, 1.5]),
+        alpha,
+        spec.num_layers,
+        spec.num_heads,
+        spec.head_dim,
+        "generated",
+        {"model_type": "qwen3"},
+    )
 
 
 def _meta(directory: Path) -> dict:
@@ -345,17 +411,20 @@ def _truncate(directory: Path) -> None:
 STEERING_CASES = {
     "flipped-byte": (_flip_byte, "does not match the checksum"),
     "truncated": (_truncate, "does not match the checksum"),
-    "truncated-no-checksum": (lambda d: (_set_meta(d, tensors_sha256=_DROP), _truncate(d)),
-                              "not a readable safetensors file"),
+    "truncated-no-checksum": (
+        lambda d: (_set_meta(d, tensors_sha256=_DROP), _truncate(d)),
+        "not a readable safetensors file",
+    ),
     "random-tensors": (lambda d: (d / "steering.safetensors").write_bytes(RANDOM), "checksum"),
-    "random-tensors-no-checksum": (lambda d: (_set_meta(d, tensors_sha256=_DROP),
-                                              (d / "steering.safetensors").write_bytes(RANDOM)), "safetensors"),
+    "random-tensors-no-checksum": (
+        lambda d: (_set_meta(d, tensors_sha256=_DROP), (d / "steering.safetensors").write_bytes(RANDOM)),
+        "safetensors",
+    ),
     "no-tensors": (lambda d: (d / "steering.safetensors").unlink(), "not a steering directory"),
     "no-json": (lambda d: (d / "steering.json").unlink(), "not a steering directory"),
     "json-list": (lambda d: (d / "steering.json").write_text("[1, 2]"), "expected a JSON object"),
     "json-empty": (lambda d: (d / "steering.json").write_text(""), "not valid JSON"),
-    "json-cut": (lambda d: (d / "steering.json").write_text((d / "steering.json").read_text()[:40]),
-                 "not valid JSON"),
+    "json-cut": (lambda d: (d / "steering.json").write_text((d / "steering.json").read_text()[:40]), "not valid JSON"),
     "json-latin1": (lambda d: (d / "steering.json").write_bytes(LATIN1), "not UTF-8"),
     "json-format": (lambda d: _set_meta(d, format="other/1"), "unknown format"),
     "alpha-text": (lambda d: _set_meta(d, alpha="2"), "'alpha' must be a finite number"),
@@ -418,8 +487,11 @@ def test_cli_resume_refuses_another_configuration_and_touches_nothing(cli, files
     before = snapshot(out)
     other_subjects = write(tmp_path, "other.json", subjects_json(seed=1))
     other_key = write(tmp_path, "key2.csv", key_text(word="task"))
-    moved_split = write(tmp_path, "split.json", json.dumps({"train_index": list(range(1, 11)),
-                                                            "test_index": list(range(11, N_ITEMS + 1))}))
+    moved_split = write(
+        tmp_path,
+        "split.json",
+        json.dumps({"train_index": list(range(1, 11)), "test_index": list(range(11, N_ITEMS + 1))}),
+    )
     for args, keys in [
         (eval_args(files, out, other_subjects), ("files.subjects.sha256",)),
         (eval_args(files, out, None, "--raw"), ("files.subjects.recoded (true -> false)",)),
@@ -431,16 +503,34 @@ def test_cli_resume_refuses_another_configuration_and_touches_nothing(cli, files
         assert snapshot(out) == before
 
     # the same configuration resumes: other subjects of the same file, the default split given as a file
-    same_split = write(tmp_path, "same.json", json.dumps({"test_index": list(range(N_ITEMS, N_SHORT, -1)),
-                                                          "train_index": list(range(1, N_SHORT + 1))}))
+    same_split = write(
+        tmp_path,
+        "same.json",
+        json.dumps({"test_index": list(range(N_ITEMS, N_SHORT, -1)), "train_index": list(range(1, N_SHORT + 1))}),
+    )
     assert cli(*eval_args(files, out), "--limit", "2", "--split", same_split)[0] == 0
     assert json.loads((out / "ridge_no-model_OOD.json").read_text())["n_subjects"] == 2
 
 
 def test_cli_resume_refuses_another_model_or_dtype(cli, files, tmp_path):
     out = tmp_path / "out"
-    base = ["persona", "eval", "--modes", "NO_CHANGE", "--item-key", files / "key.csv", "--subjects",
-            files / "subjects.json", "--recoded", "--limit", "1", "--out", out, "--threads", "1"]
+    base = [
+        "persona",
+        "eval",
+        "--modes",
+        "NO_CHANGE",
+        "--item-key",
+        files / "key.csv",
+        "--subjects",
+        files / "subjects.json",
+        "--recoded",
+        "--limit",
+        "1",
+        "--out",
+        out,
+        "--threads",
+        "1",
+    ]
     assert cli(*base, "--model", "tiny:qwen3", "--dtype", "fp32")[0] == 0
     model = json.loads((out / "config.json").read_text())["model"]
     assert model["slug"] == "tiny-qwen3" and model["dtype"] == "float32" and len(model["weights_sha256"]) == 64
@@ -449,7 +539,7 @@ def test_cli_resume_refuses_another_model_or_dtype(cli, files, tmp_path):
     code, err = cli(*base, "--model", "tiny:llama", "--dtype", "fp32")
     assert_refused(code, err, "model.slug", "model.source")
     code, err = cli(*base, "--model", "tiny:qwen3", "--dtype", "bf16")
-    assert_refused(code, err, "model.dtype (\"float32\" -> \"bfloat16\")")
+    assert_refused(code, err, 'model.dtype ("float32" -> "bfloat16")')
     assert snapshot(out) == before
     # predictors need no model: they join the folder whatever model it holds
     assert cli(*eval_args(files, out), "--limit", "1")[0] == 0
@@ -543,8 +633,9 @@ def test_a_subject_without_test_answers_is_counted_not_scored_as_perfect(predict
     assert doc["n_unscored_subjects"] == 1 and doc["unscored_subjects"] == ["blank"]
     assert sum("blank has no answers on the 8 test items" in r.getMessage() for r in caplog.records) == 1
     # the scores are those of the five scored subjects alone
-    alone = json.loads(run_eval(setup, ["always-3"], setup.population, tmp_path / "alone", None)["always-3"]
-                       .read_text())
+    alone = json.loads(
+        run_eval(setup, ["always-3"], setup.population, tmp_path / "alone", None)["always-3"].read_text()
+    )
     assert doc["score"] == alone["score"] and not math.isnan(doc["score"]["sum_abs"])
     assert doc["score"]["std_sum_abs"] == alone["score"]["std_sum_abs"]
 
@@ -554,9 +645,10 @@ def test_api_resume_compares_the_data_by_content(predictor_setup, instrument, fi
     run_eval(setup, ["ridge"], setup.population[:2], tmp_path, None)
     before = snapshot(tmp_path)
     raw = load_answers(files / "subjects.json", instrument, recoded=False)  # the same file read as --raw
-    for other, key in [(EvalSetup(instrument, setup.split, raw), "data.subjects"),
-                       (EvalSetup(instrument, ItemSplit(setup.split.train[:-1], setup.split.test), setup.population),
-                        "data.split")]:
+    for other, key in [
+        (EvalSetup(instrument, setup.split, raw), "data.subjects"),
+        (EvalSetup(instrument, ItemSplit(setup.split.train[:-1], setup.split.test), setup.population), "data.split"),
+    ]:
         with pytest.raises(ConfigError, match=rf"different run \({re.escape(key)}"):
             run_eval(other, ["ridge"], other.population[:2], tmp_path, None)
     assert snapshot(tmp_path) == before

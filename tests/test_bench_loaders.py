@@ -20,19 +20,39 @@ def write_jsonl(path, rows):
 @pytest.fixture
 def longbench_dir(tmp_path):
     base = {"length": 100, "language": "en", "all_classes": None, "dataset": ""}
-    write_jsonl(tmp_path / "hotpotqa.jsonl", [
-        {**base, "_id": "h1", "input": "Who wrote it?", "context": "Passage 1: Ann wrote it.", "answers": ["Ann"]},
-        {**base, "_id": "h2", "input": "Where?", "context": "Passage 1: in Rome.", "answers": ["Rome"]},
-    ])
-    write_jsonl(tmp_path / "trec.jsonl", [
-        {**base, "_id": "t1", "input": "Question: What is a cat?\nType:", "context": "Question: Who? Type: Human",
-         "answers": ["Animal"], "all_classes": ["Animal", "Human", "Food"]},
-    ])
+    write_jsonl(
+        tmp_path / "hotpotqa.jsonl",
+        [
+            {**base, "_id": "h1", "input": "Who wrote it?", "context": "Passage 1: Ann wrote it.", "answers": ["Ann"]},
+            {**base, "_id": "h2", "input": "Where?", "context": "Passage 1: in Rome.", "answers": ["Rome"]},
+        ],
+    )
+    write_jsonl(
+        tmp_path / "trec.jsonl",
+        [
+            {
+                **base,
+                "_id": "t1",
+                "input": "Question: What is a cat?\nType:",
+                "context": "Question: Who? Type: Human",
+                "answers": ["Animal"],
+                "all_classes": ["Animal", "Human", "Food"],
+            },
+        ],
+    )
     (tmp_path / "data").mkdir()
-    write_jsonl(tmp_path / "data" / "samsum.jsonl", [
-        {**base, "_id": "s1", "input": "Dialogue: A: hi\nSummary: ", "context": "Dialogue: B: yo\nSummary: B greets.",
-         "answers": ["A says hi."]},
-    ])
+    write_jsonl(
+        tmp_path / "data" / "samsum.jsonl",
+        [
+            {
+                **base,
+                "_id": "s1",
+                "input": "Dialogue: A: hi\nSummary: ",
+                "context": "Dialogue: B: yo\nSummary: B greets.",
+                "answers": ["A says hi."],
+            },
+        ],
+    )
     return tmp_path
 
 
@@ -73,19 +93,50 @@ def test_longbench_errors_name_the_missing_file(tmp_path):
 @pytest.fixture
 def infinitebench_dir(tmp_path):
     key = "5c3e2f4a-0000-4000-8000-000000000001"
-    write_jsonl(tmp_path / "kv_retrieval.jsonl", [
-        {"id": 0, "context": "JSON data:\n{\"" + key + "\": \"v-1\"}", "input": f'Key: "{key}"\nThe value associated '
-         "with the specified key is: ", "answer": ["v-1"], "options": []}])
-    write_jsonl(tmp_path / "math_find.jsonl", [
-        {"id": 0, "context": "[3, 9, 1]", "input": "The largest number of the list is: ", "answer": [9],
-         "options": []}])
-    write_jsonl(tmp_path / "longbook_choice_eng.jsonl", [
-        {"id": 0, "context": "A book.", "input": "Who?", "answer": ["Bob"], "options": ["Ann", "Bob", "Cy", "Di"]}])
-    write_jsonl(tmp_path / "code_debug.jsonl", [
-        {"id": 0, "context": "def f(): pass", "input": "", "answer": "g", "options": ["f", "g", "h", "i"]}])
-    write_jsonl(tmp_path / "passkey.jsonl", [
-        {"id": 0, "context": "noise The pass key is 12345. noise", "input": "What is the pass key?",
-         "answer": ["12345"], "options": []}])
+    write_jsonl(
+        tmp_path / "kv_retrieval.jsonl",
+        [
+            {
+                "id": 0,
+                "context": 'JSON data:\n{"' + key + '": "v-1"}',
+                "input": f'Key: "{key}"\nThe value associated with the specified key is: ',
+                "answer": ["v-1"],
+                "options": [],
+            }
+        ],
+    )
+    write_jsonl(
+        tmp_path / "math_find.jsonl",
+        [
+            {
+                "id": 0,
+                "context": "[3, 9, 1]",
+                "input": "The largest number of the list is: ",
+                "answer": [9],
+                "options": [],
+            }
+        ],
+    )
+    write_jsonl(
+        tmp_path / "longbook_choice_eng.jsonl",
+        [{"id": 0, "context": "A book.", "input": "Who?", "answer": ["Bob"], "options": ["Ann", "Bob", "Cy", "Di"]}],
+    )
+    write_jsonl(
+        tmp_path / "code_debug.jsonl",
+        [{"id": 0, "context": "def f(): pass", "input": "", "answer": "g", "options": ["f", "g", "h", "i"]}],
+    )
+    write_jsonl(
+        tmp_path / "passkey.jsonl",
+        [
+            {
+                "id": 0,
+                "context": "noise The pass key is 12345. noise",
+                "input": "What is the pass key?",
+                "answer": ["12345"],
+                "options": [],
+            }
+        ],
+    )
     return tmp_path, key
 
 

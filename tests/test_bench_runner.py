@@ -44,8 +44,9 @@ def test_full_attention_equals_model_generate(tiny, chunk):
     model, _ = tiny
     ids = torch.randint(5, 500, (1, 150), generator=torch.Generator().manual_seed(0))
     ours = FullAttention(prefill_chunk=chunk).generate(model, ids, 12, stop_ids=set())
-    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                         min_new_tokens=12, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    ref = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, min_new_tokens=12, pad_token_id=0
+    )[0, ids.shape[1] :].tolist()
     assert ours == ref
 
 
@@ -54,7 +55,7 @@ def test_full_attention_stops_at_stop_token(tiny):
     ids = torch.randint(5, 500, (1, 40), generator=torch.Generator().manual_seed(1))
     free = FullAttention().generate(model, ids, 8, stop_ids=set())
     stopped = FullAttention().generate(model, ids, 8, stop_ids={free[3]})
-    assert stopped == free[:free.index(free[3])]
+    assert stopped == free[: free.index(free[3])]
 
 
 def _argmax_loop(model, ids, n):
@@ -63,7 +64,7 @@ def _argmax_loop(model, ids, n):
     for _ in range(n):
         token = model(input_ids=seq).logits[0, -1].argmax()
         seq = torch.cat([seq, token.view(1, 1)], dim=1)
-    return seq[0, ids.shape[1]:].tolist()
+    return seq[0, ids.shape[1] :].tolist()
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3_text"])
@@ -77,8 +78,15 @@ def test_full_attention_is_plain_greedy_whatever_the_checkpoint_asks(kind):
     ids = torch.randint(5, 500, (1, 60), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         reference = _argmax_loop(model, ids, 8)
-    own = GenerationConfig(repetition_penalty=3.0, no_repeat_ngram_size=1, suppress_tokens=reference[:2],
-                           eos_token_id=reference[3], min_new_tokens=2, bos_token_id=1, pad_token_id=0)
+    own = GenerationConfig(
+        repetition_penalty=3.0,
+        no_repeat_ngram_size=1,
+        suppress_tokens=reference[:2],
+        eos_token_id=reference[3],
+        min_new_tokens=2,
+        bos_token_id=1,
+        pad_token_id=0,
+    )
     model.generation_config = own
     assert FullAttention(prefill_chunk=16).generate(model, ids, 8, stop_ids=set()) == reference
     assert model.generation_config is own and model.generation_config.repetition_penalty == 3.0
@@ -106,10 +114,17 @@ class _Raises:
         raise self.exc
 
 
-@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
-                                 RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: "
-                                              "you tried to allocate 1 bytes. out of memory"),
-                                 MemoryError(), ConfigError("this prompt is refused")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+        RuntimeError(
+            "[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes. out of memory"
+        ),
+        MemoryError(),
+        ConfigError("this prompt is refused"),
+    ],
+)
 def test_an_item_that_runs_out_of_memory_or_is_refused_counts_as_failed(tiny, exc):
     model, tok = tiny
     record, _ = _passkey(tok)
@@ -164,7 +179,8 @@ def test_memory_method_without_eviction_matches_full(tiny):
     ids = torch.randint(5, 500, (1, 200), generator=torch.Generator().manual_seed(2))
     full = FullAttention().generate(model, ids, 6, stop_ids=set())
     em = make_method("em-llm", Budget(n_init=16, n_local=1024, n_mem=128, chunk_size=64)).generate(
-        model, ids, 6, stop_ids=set())
+        model, ids, 6, stop_ids=set()
+    )
     assert em == full  # n_local >= length: nothing evicted, the engine must reproduce the model
 
 
@@ -213,9 +229,27 @@ def test_run_config_names_and_validation():
 
 def test_cli_run_report_and_listing(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["bench", "run", "-t", "niah_single_1", "--lengths", "600", "-m", "full",
-                                 "--model", "tiny:qwen2", "--samples", "1", "--dtype", "fp32",
-                                 "--out", str(tmp_path / "res")])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "-t",
+            "niah_single_1",
+            "--lengths",
+            "600",
+            "-m",
+            "full",
+            "--model",
+            "tiny:qwen2",
+            "--samples",
+            "1",
+            "--dtype",
+            "fp32",
+            "--out",
+            str(tmp_path / "res"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "res" / "niah_single_1__600__tiny-qwen2__full__fp32__seed0" / "metrics.json").is_file()
     report = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--markdown", str(tmp_path / "t.md")])
@@ -223,15 +257,37 @@ def test_cli_run_report_and_listing(tmp_path):
     assert "niah_single_1" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "res" / "plots").is_dir()
     small = ["--n-init", "16", "--n-local", "128", "--n-mem", "128", "--chunk-size", "64"]
-    chunked = runner.invoke(app, ["bench", "run", "-t", "niah_single_1", "--lengths", "600", "-m", "em-llm",
-                                  "--model", "tiny:qwen2", "--samples", "1", *small, "--last-token-in-chunk",
-                                  "--dtype", "fp32", "--out", str(tmp_path / "res")])
+    chunked = runner.invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "-t",
+            "niah_single_1",
+            "--lengths",
+            "600",
+            "-m",
+            "em-llm",
+            "--model",
+            "tiny:qwen2",
+            "--samples",
+            "1",
+            *small,
+            "--last-token-in-chunk",
+            "--dtype",
+            "fp32",
+            "--out",
+            str(tmp_path / "res"),
+        ],
+    )
     assert chunked.exit_code == 0, chunked.output
     folder = tmp_path / "res" / "niah_single_1__600__tiny-qwen2__em-llm__i16-l128-m128-c64__fp32__seed0"
     assert json.loads((folder / "metrics.json").read_text())["config"]["budget"]["last_token_alone"] is False
     # The summary grid: `em-llm` alone names the default driver's runs, so the chunked run stays out.
-    summary = runner.invoke(app, ["bench", "report", str(tmp_path / "res"), "--summary", "full,em-llm",
-                                  "--markdown", str(tmp_path / "s.md")])
+    summary = runner.invoke(
+        app,
+        ["bench", "report", str(tmp_path / "res"), "--summary", "full,em-llm", "--markdown", str(tmp_path / "s.md")],
+    )
     assert summary.exit_code == 0, summary.output
     assert "| niah_single_1 | full |" in (tmp_path / "s.md").read_text()
     assert "| niah_single_1 | em-llm |" not in (tmp_path / "s.md").read_text()
@@ -240,8 +296,23 @@ def test_cli_run_report_and_listing(tmp_path):
     listing = runner.invoke(app, ["bench", "tasks"])
     assert listing.exit_code == 0 and "niah_multikey_3" in listing.output and "longbench" in listing.output
     assert "em-llm+refine" in runner.invoke(app, ["bench", "methods"]).output
-    export = runner.invoke(app, ["bench", "generate", "-t", "passkey", "--lengths", "600", "--model", "tiny:llama",
-                                 "--samples", "2", "--out", str(tmp_path / "r.jsonl")])
+    export = runner.invoke(
+        app,
+        [
+            "bench",
+            "generate",
+            "-t",
+            "passkey",
+            "--lengths",
+            "600",
+            "--model",
+            "tiny:llama",
+            "--samples",
+            "2",
+            "--out",
+            str(tmp_path / "r.jsonl"),
+        ],
+    )
     assert export.exit_code == 0, export.output
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and 0 < rows[0]["context_len"] < len(rows[0]["input_ids"]) <= 600
@@ -273,12 +344,15 @@ def test_answer_attended_counts_layers_that_see_every_answer():
 
 
 @needs_em
-@pytest.mark.parametrize(("method", "n_local", "n_mem", "expected"), [
-    ("em-llm", 1024, 128, 1.0),  # everything in the window
-    ("em-llm", 64, 1024, 1.0),  # everything evicted, and the retrieval budget holds every event
-    ("infllm", 64, 1024, 1.0),
-    ("streaming", 64, 0, 0.0),  # the needle (mid-context) left the window and nothing retrieves it
-])
+@pytest.mark.parametrize(
+    ("method", "n_local", "n_mem", "expected"),
+    [
+        ("em-llm", 1024, 128, 1.0),  # everything in the window
+        ("em-llm", 64, 1024, 1.0),  # everything evicted, and the retrieval budget holds every event
+        ("infllm", 64, 1024, 1.0),
+        ("streaming", 64, 0, 0.0),  # the needle (mid-context) left the window and nothing retrieves it
+    ],
+)
 def test_runner_records_whether_the_answer_was_attended(tiny, tmp_path, method, n_local, n_mem, expected):
     model, tok = tiny
     record, prompt = _passkey(tok)
@@ -307,9 +381,15 @@ def test_report_keeps_bracketed_notes_and_separates_memory_distances():
     assert method_label(older) == "em-llm (3200, last token in chunk)"
     peer = {**config, "method": "kvpress-snapkv", "method_config": older["method_config"]}
     assert method_label(peer) == "kvpress-snapkv (3200)"  # a peer's own driver: no memalign driver note
-    print_tables(score_tables([("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
-                               ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near})]),
-                 Console(file=screen, width=250))
+    print_tables(
+        score_tables(
+            [
+                ("a", {"score": 0.0, "n": 4, "n_failed": 1, "answer_attended": 92.0, "config": config}),
+                ("b", {"score": 75.0, "n": 4, "answer_attended": 90.0, "config": near}),
+            ]
+        ),
+        Console(file=screen, width=250),
+    )
     out = screen.getvalue()
     assert "[1 failed] [att 92]" in out and "[att 90]" in out and "distance 512" in out
 
@@ -319,12 +399,19 @@ def test_plots_keep_methods_that_differ_only_in_memory_distance(tmp_path):
     config = {"method": "em-llm", "task": "passkey", "model": "m", "length": 8192, "method_config": {"budget": budget}}
     near = {**config, "method_config": {"budget": {**budget, "memory_distance": 512}}}
     depths = {"0.000": 100.0, "0.500": 0.0}
-    written = write_plots([("a", {"score": 50.0, "n": 2, "by_depth": depths, "config": config}),
-                           ("b", {"score": 100.0, "n": 2, "by_depth": {"0.000": 100.0, "0.500": 100.0},
-                                  "config": near})], tmp_path)
+    written = write_plots(
+        [
+            ("a", {"score": 50.0, "n": 2, "by_depth": depths, "config": config}),
+            ("b", {"score": 100.0, "n": 2, "by_depth": {"0.000": 100.0, "0.500": 100.0}, "config": near}),
+        ],
+        tmp_path,
+    )
     names = sorted(p.name for p in written)
-    assert names == ["m__passkey__em-llm-3200-d512__depth.png", "m__passkey__em-llm-3200__depth.png",
-                     "m__passkey__length.png"]
+    assert names == [
+        "m__passkey__em-llm-3200-d512__depth.png",
+        "m__passkey__em-llm-3200__depth.png",
+        "m__passkey__length.png",
+    ]
 
 
 def test_report_cells_show_failures_and_answer_attention():
@@ -344,8 +431,9 @@ def test_head_to_head_pairs_items_answered_by_both_methods(tmp_path):
         folder.mkdir()
         config = {"task": "passkey", "length": length, "method": method, "model": "m", "seed": 0}
         (folder / "metrics.json").write_text(json.dumps({"score": 0.0, "n": len(predictions), "config": config}))
-        rows = [{"id": i, "metric": "first_int_match", "answer": ["123"], "prediction": p}
-                for i, p in predictions.items()]
+        rows = [
+            {"id": i, "metric": "first_int_match", "answer": ["123"], "prediction": p} for i, p in predictions.items()
+        ]
         (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     write("em-llm", 4096, {"a": "123", "b": "123", "c": "9", "only-em": "123"})
@@ -379,16 +467,29 @@ def test_summary_grid_picks_default_runs_by_name_and_exact_labels():
     budget = {"n_init": 128, "n_local": 2048, "n_mem": 1024, "last_token_alone": True}
 
     def result(method: str, length: int, score: float, n: int = 1, **extra: Any) -> tuple[str, dict[str, Any]]:
-        config = {"method": method, "task": "passkey", "model": "m", "length": length,
-                  "method_config": {"budget": {**budget, **extra}} if method != "full" else {}}
+        config = {
+            "method": method,
+            "task": "passkey",
+            "model": "m",
+            "length": length,
+            "method_config": {"budget": {**budget, **extra}} if method != "full" else {},
+        }
         return (f"{method}{length}{extra}", {"score": score, "n": n, "config": config})
 
-    results = [result("em-llm", 4096, 50.0, 2), result("em-llm", 8192, 100.0),
-               result("em-llm", 8192, 0.0, memory_distance=512), result("full", 4096, 100.0, 2)]
+    results = [
+        result("em-llm", 4096, 50.0, 2),
+        result("em-llm", 8192, 100.0),
+        result("em-llm", 8192, 0.0, memory_distance=512),
+        result("full", 4096, 100.0, 2),
+    ]
     grid = summary_grid(results, ["full", "em-llm", "infllm"])
-    assert grid == {"m": [("task", "method", ["4k", "8k"]),
-                          ("passkey", "full", ["100 (2)", "-"]),
-                          ("passkey", "em-llm", ["50 (2)", "100 (1)"])]}
+    assert grid == {
+        "m": [
+            ("task", "method", ["4k", "8k"]),
+            ("passkey", "full", ["100 (2)", "-"]),
+            ("passkey", "em-llm", ["50 (2)", "100 (1)"]),
+        ]
+    }
     exact = summary_grid(results, ["em-llm (3200, distance 512)"])
     assert exact["m"][1] == ("passkey", "em-llm (3200, distance 512)", ["0 (1)"])
     assert "| passkey | full | 100 (2) | - |" in markdown_document(summary_tables(grid))
@@ -443,8 +544,9 @@ def test_sweep_names_and_records_the_data_its_items_came_from(tmp_path):
     essays = tmp_path / "essays"
     essays.mkdir()
     (essays / "a.txt").write_text("The cat sat on the mat. It was warm there. " * 60)
-    results = run_sweep(["niah", "passkey"], [400], ["full"], "tiny:llama", tmp_path / "res", samples=1,
-                        dtype="fp32", haystack=essays)
+    results = run_sweep(
+        ["niah", "passkey"], [400], ["full"], "tiny:llama", tmp_path / "res", samples=1, dtype="fp32", haystack=essays
+    )
     niah, passkey = (r["config"] for r in results)
     assert niah["name"].startswith("niah__400__tiny-llama__full__fp32__data-") and niah["name"].endswith("__seed0")
     assert niah["data"]["haystack"]["path"] == str(essays.resolve()) and len(niah["data"]["haystack"]["sha256"]) == 64
@@ -453,6 +555,7 @@ def test_sweep_names_and_records_the_data_its_items_came_from(tmp_path):
     assert recorded["data"] == niah["data"] and recorded["model_identity"] == {"kind": "tiny", "name": "tiny:llama"}
     assert recorded["dtype_used"] == "fp32"
     (essays / "a.txt").write_text("The dog sat on the rug. It was cold there. " * 60)
-    again = run_sweep(["niah"], [400], ["full"], "tiny:llama", tmp_path / "res", samples=1, dtype="fp32",
-                      haystack=essays)
+    again = run_sweep(
+        ["niah"], [400], ["full"], "tiny:llama", tmp_path / "res", samples=1, dtype="fp32", haystack=essays
+    )
     assert again[0]["config"]["name"] != niah["name"]

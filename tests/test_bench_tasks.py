@@ -119,18 +119,36 @@ def test_errors_say_what_to_do(tok):
 
 
 def test_prompt_encoding_split_and_truncation(tok):
-    record = Record(context="lots of context " * 20, question="What?", answer_prefix="Answer:", answer=["x"],
-                    max_new_tokens=4, task="t", metric="string_match_all")
+    record = Record(
+        context="lots of context " * 20,
+        question="What?",
+        answer_prefix="Answer:",
+        answer=["x"],
+        max_new_tokens=4,
+        task="t",
+        metric="string_match_all",
+    )
     prompt = encode(tok, record)
     text = tok.decode(prompt.input_ids)
     assert text.startswith("<|im_start|>user\nlots of context") and text.endswith("<|im_start|>assistant\nAnswer:")
-    assert "What?" not in tok.decode(prompt.input_ids[:prompt.context_len])
-    assert "What?" in tok.decode(prompt.input_ids[prompt.context_len - 1:])
+    assert "What?" not in tok.decode(prompt.input_ids[: prompt.context_len])
+    assert "What?" in tok.decode(prompt.input_ids[prompt.context_len - 1 :])
     cut = truncate_middle(prompt, 40)
     assert len(cut) == 40 and cut.input_ids[:20] == prompt.input_ids[:20]
     assert cut.input_ids[-20:] == prompt.input_ids[-20:]
-    raw = encode(tok, Record(context="ctx ", question="Q?", answer_prefix="A:", answer=["x"], max_new_tokens=1,
-                             task="t", metric="qa_f1", chat_template=False))
+    raw = encode(
+        tok,
+        Record(
+            context="ctx ",
+            question="Q?",
+            answer_prefix="A:",
+            answer=["x"],
+            max_new_tokens=1,
+            task="t",
+            metric="qa_f1",
+            chat_template=False,
+        ),
+    )
     assert tok.decode(raw.input_ids) == "ctx Q? A:"  # raw prompts: question and prefix joined by one space
 
 

@@ -25,8 +25,16 @@ def test_info_json_every_architecture(kind):
     assert data["model_type"] == cfg.model_type
     assert data["num_heads"] == cfg.num_attention_heads and data["num_kv_heads"] == cfg.num_key_value_heads
     assert data["head_dim"] == getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    for key in ("num_layers", "hidden_size", "rope_type", "rope_theta", "layer_types", "has_qk_norm",
-                "parameters", "dtype"):
+    for key in (
+        "num_layers",
+        "hidden_size",
+        "rope_type",
+        "rope_theta",
+        "layer_types",
+        "has_qk_norm",
+        "parameters",
+        "dtype",
+    ):
         assert key in data
     assert data["parameters"] > 0
 
@@ -42,8 +50,9 @@ def _run_cli(*args, env_extra=None):
 
     env = {**os.environ, "MEMALIGN_PROGRESS": "0", **(env_extra or {})}
     # `python -m memalign` is what benchmarks/ scripts call, so the CLI's subprocess tests go through it.
-    return subprocess.run([sys.executable, "-m", "memalign", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "memalign", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_errors_are_one_line_not_tracebacks():
@@ -59,12 +68,16 @@ def test_offline_hub_id_is_clear():
     assert "Hugging Face hub" in proc.stderr and "preset" in proc.stderr
 
 
-@pytest.mark.parametrize("exc", [
-    ConfigError("unknown dtype 'int3'"),
-    RuntimeError("Expected one of cpu, cuda, xpu, mps, meta device type at start of device string: gpu"),
-    AssertionError("Torch not compiled with CUDA enabled"),
-    RuntimeError("PyTorch is not linked with support for mps devices"),
-], ids=["memalign-error", "torch-device-parse", "torch-no-cuda", "torch-no-mps"])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConfigError("unknown dtype 'int3'"),
+        RuntimeError("Expected one of cpu, cuda, xpu, mps, meta device type at start of device string: gpu"),
+        AssertionError("Torch not compiled with CUDA enabled"),
+        RuntimeError("PyTorch is not linked with support for mps devices"),
+    ],
+    ids=["memalign-error", "torch-device-parse", "torch-no-cuda", "torch-no-mps"],
+)
 def test_main_turns_user_errors_into_one_red_line(exc, monkeypatch, capsys):
     import memalign.cli as cli
 

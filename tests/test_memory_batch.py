@@ -19,8 +19,8 @@ def test_batch_of_three_left_padded_equals_each_alone():
     batch = torch.zeros(3, width, dtype=torch.long)
     mask = torch.zeros(3, width, dtype=torch.long)
     for i, s in enumerate(seqs):
-        batch[i, width - s.shape[1]:] = s[0]
-        mask[i, width - s.shape[1]:] = 1
+        batch[i, width - s.shape[1] :] = s[0]
+        mask[i, width - s.shape[1] :] = 1
     with EpisodicMemory(model, CFG) as mem:
         alone = [mem.generate(s, max_new_tokens=6) for s in seqs]
         cache = mem.new_cache()
@@ -29,8 +29,11 @@ def test_batch_of_three_left_padded_equals_each_alone():
     for i in range(3):
         assert torch.equal(together[i], alone[i][0]), f"sequence {i} differs when batched"
     # each sequence formed its own events from its own (unpadded) tokens
-    events = {row["sequence"]: row["tokens_in_events"] + row["tokens_in_window"] + row["sink_tokens"]
-              for row in stats if row["layer"] == 0}
+    events = {
+        row["sequence"]: row["tokens_in_events"] + row["tokens_in_window"] + row["sink_tokens"]
+        for row in stats
+        if row["layer"] == 0
+    }
     assert [events[i] for i in range(3)] == [n + 5 for n in lengths]
 
 

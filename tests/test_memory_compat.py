@@ -15,8 +15,9 @@ def test_seed_example_verbatim_on_qwen3():
     model = tiny_model("qwen3")
     prompt = torch.randint(3, 500, (1, 20), generator=torch.Generator().manual_seed(0))
     reference = model.generate(prompt, max_new_tokens=6, do_sample=False)
-    model = patch_hf(model, attn_type="em_llm", n_local=32, n_init=32, max_block_size=32, max_cached_block=32,
-                     exc_block_size=32)
+    model = patch_hf(
+        model, attn_type="em_llm", n_local=32, n_init=32, max_block_size=32, max_cached_block=32, exc_block_size=32
+    )
     cfg = model.memalign_memory.config
     assert (cfg.n_local, cfg.n_init, cfg.max_block_size, cfg.chunk_size) == (32, 32, 32, 32)
     assert cfg.min_block_size <= cfg.max_block_size <= cfg.n_mem
@@ -34,16 +35,35 @@ def test_seed_example_verbatim_on_qwen3():
 def test_reference_yaml_loads_unchanged(tmp_path):
     reference_yaml = {
         "model": {
-            "type": "em-llm", "path": "mistralai/Mistral-7B-Instruct-v0.2", "n_init": 128, "n_local": 4096,
-            "n_mem": 2048, "min_block_size": 8, "max_block_size": 128, "repr_topk": 4, "max_cached_block": 512,
-            "exc_block_size": 512, "base": 1000000, "distance_scale": 1.0, "surprisal_threshold_gamma": 1.0,
-            "similarity_refinement_kwargs": {"similarity_refinement": True, "refine_with_buffer": True,
-                                             "refine_from_layer": 20, "similarity_metric": "modularity"},
+            "type": "em-llm",
+            "path": "mistralai/Mistral-7B-Instruct-v0.2",
+            "n_init": 128,
+            "n_local": 4096,
+            "n_mem": 2048,
+            "min_block_size": 8,
+            "max_block_size": 128,
+            "repr_topk": 4,
+            "max_cached_block": 512,
+            "exc_block_size": 512,
+            "base": 1000000,
+            "distance_scale": 1.0,
+            "surprisal_threshold_gamma": 1.0,
+            "similarity_refinement_kwargs": {
+                "similarity_refinement": True,
+                "refine_with_buffer": True,
+                "refine_from_layer": 20,
+                "similarity_metric": "modularity",
+            },
             "contiguity_buffer_kwargs": {"use_contiguity_buffer": True, "contiguity_buffer_size": 0.3},
-            "uniform_blocks": False, "random_topk_blocks": False, "min_free_cpu_memory": 100,
-            "disk_offload_threshold": 300000, "vector_offload_threshold": 50000,
+            "uniform_blocks": False,
+            "random_topk_blocks": False,
+            "min_free_cpu_memory": 100,
+            "disk_offload_threshold": 300000,
+            "vector_offload_threshold": 50000,
         },
-        "chunk_size": 512, "conv_type": "mistral-inst", "truncation": None,
+        "chunk_size": 512,
+        "conv_type": "mistral-inst",
+        "truncation": None,
     }
     path = tmp_path / "mistral.yaml"
     path.write_text(yaml.safe_dump(reference_yaml))
@@ -58,8 +78,9 @@ def test_reference_yaml_loads_unchanged(tmp_path):
 
 @pytest.mark.parametrize("attn_type,segmentation,n_mem", [("inf_llm", "uniform", 64), ("stream_llm", "surprise", 0)])
 def test_other_reference_attention_types(attn_type, segmentation, n_mem):
-    model = patch_hf(tiny_model("llama"), attn_type=attn_type, n_local=32, n_init=4, n_mem=64, max_block_size=16,
-                     exc_block_size=16)
+    model = patch_hf(
+        tiny_model("llama"), attn_type=attn_type, n_local=32, n_init=4, n_mem=64, max_block_size=16, exc_block_size=16
+    )
     assert model.memalign_memory.config.segmentation == segmentation
     assert model.memalign_memory.config.n_mem == n_mem
     assert model.generate(torch.randint(3, 500, (1, 100)), max_new_tokens=3, do_sample=False).shape == (1, 103)

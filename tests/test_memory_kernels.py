@@ -13,8 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_private_kernel_is_looked_up_once_and_optional():
-    assert kernels.CPU_FLASH_ATTENTION is getattr(
-        torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    assert kernels.CPU_FLASH_ATTENTION is getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 @pytest.mark.parametrize("kind", ["causal", "mask", "dead_rows", "plain"])

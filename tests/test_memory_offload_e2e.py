@@ -19,8 +19,7 @@ def test_disk_tier_generates_identically_and_removes_its_files(tmp_path):
         expected = mem.generate(ids, max_new_tokens=8)
     # two pages of 16 tokens per store in memory, the rest spilled under tmp_path
     page_bytes = 16 * 2 * 2 * 32 * 4  # tokens x (k,v) x kv heads x head_dim x fp32
-    tiered = base.replace(store=StoreConfig(host_budget_bytes=2 * page_bytes * 2, offload_dir=tmp_path,
-                                            page_tokens=16))
+    tiered = base.replace(store=StoreConfig(host_budget_bytes=2 * page_bytes * 2, offload_dir=tmp_path, page_tokens=16))
     with EpisodicMemory(model, tiered) as mem:
         cache = mem.new_cache()
         got = mem.generate(ids, max_new_tokens=8, cache=cache)

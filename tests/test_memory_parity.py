@@ -33,8 +33,9 @@ def test_logits_match_unmodified_model(model, chunk):
         ref = model(ids).logits
         with EpisodicMemory(model, _config(min(chunk, 64))) as mem:
             cache = mem.new_cache()
-            got = torch.cat([model(ids[:, a:a + chunk], past_key_values=cache).logits
-                             for a in range(0, SEQ, chunk)], dim=1)
+            got = torch.cat(
+                [model(ids[:, a : a + chunk], past_key_values=cache).logits for a in range(0, SEQ, chunk)], dim=1
+            )
         after = model(ids).logits
     assert (got - ref).abs().max() <= _logit_tol(ref)
     assert torch.equal(after, ref), "detach must restore the model bit for bit"
@@ -48,7 +49,7 @@ def test_greedy_generation_matches(model):
         via_generate = model.generate(ids, max_new_tokens=12, do_sample=False)
         via_driver = mem.generate(ids, max_new_tokens=12)
     assert torch.equal(via_generate, ref)
-    assert torch.equal(via_driver, ref[:, ids.shape[1]:])
+    assert torch.equal(via_driver, ref[:, ids.shape[1] :])
 
 
 def test_gemma3_sliding_layers_evict_but_match():
@@ -59,7 +60,7 @@ def test_gemma3_sliding_layers_evict_but_match():
         ref = model(ids).logits
         with EpisodicMemory(model, _config(8)) as mem:
             cache = mem.new_cache()
-            got = torch.cat([model(ids[:, a:a + 8], past_key_values=cache).logits for a in range(0, SEQ, 8)], 1)
+            got = torch.cat([model(ids[:, a : a + 8], past_key_values=cache).logits for a in range(0, SEQ, 8)], 1)
             sliding = [r for r in cache.stats() if r["layer"] < 5]
     assert all(r["tokens_in_window"] < SEQ for r in sliding)
     assert (got - ref).abs().max() <= _logit_tol(ref)
@@ -72,7 +73,7 @@ def test_bf16_parity_within_bf16_noise():
         ref = model(ids).logits.float()
         with EpisodicMemory(model, _config(8)) as mem:
             cache = mem.new_cache()
-            got = torch.cat([model(ids[:, a:a + 8], past_key_values=cache).logits for a in range(0, 32, 8)], 1)
+            got = torch.cat([model(ids[:, a : a + 8], past_key_values=cache).logits for a in range(0, 32, 8)], 1)
     # bf16 has 8 mantissa bits; splitting the softmax changes rounding, not results.
     assert (got.float() - ref).abs().max() <= 0.05 * max(1.0, float(ref.abs().max()))
     assert (got.float().argmax(-1) == ref.argmax(-1)).float().mean() > 0.95
@@ -87,7 +88,7 @@ def test_multi_turn_on_one_cache_matches_full_context():
         answer1 = mem.generate(turn1, max_new_tokens=5, cache=cache)
         answer2 = mem.generate(turn2, max_new_tokens=5, cache=cache)
     full = torch.cat([turn1, answer1, turn2], dim=1)
-    ref = model.generate(full, max_new_tokens=5, do_sample=False)[:, full.shape[1]:]
+    ref = model.generate(full, max_new_tokens=5, do_sample=False)[:, full.shape[1] :]
     assert torch.equal(answer2, ref)
 
 
@@ -97,13 +98,18 @@ def test_two_caches_alternating_do_not_interfere():
     a = torch.randint(3, 500, (1, 64), generator=torch.Generator().manual_seed(7))
     b = torch.randint(3, 500, (1, 64), generator=torch.Generator().manual_seed(8))
     with torch.no_grad(), EpisodicMemory(model, cfg) as mem:
-        alone_a = torch.cat([model(a[:, i:i + 8], past_key_values=(c := mem.new_cache()) if i == 0 else c).logits
-                             for i in range(0, 64, 8)], 1)
+        alone_a = torch.cat(
+            [
+                model(a[:, i : i + 8], past_key_values=(c := mem.new_cache()) if i == 0 else c).logits
+                for i in range(0, 64, 8)
+            ],
+            1,
+        )
         cache_a, cache_b = mem.new_cache(), mem.new_cache()
         mixed_a = []
         for i in range(0, 64, 8):
-            mixed_a.append(model(a[:, i:i + 8], past_key_values=cache_a).logits)
-            model(b[:, i:i + 8], past_key_values=cache_b)
+            mixed_a.append(model(a[:, i : i + 8], past_key_values=cache_a).logits)
+            model(b[:, i : i + 8], past_key_values=cache_b)
     assert torch.equal(torch.cat(mixed_a, 1), alone_a)
 
 

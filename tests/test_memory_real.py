@@ -15,8 +15,11 @@ pytestmark = pytest.mark.slow
 
 def test_smollm2_recalls_a_code_word_through_retrieved_events():
     essays = shared_data("haystack", "paul_graham")
-    text = (essays / "apple.txt").read_text()[:6000] + "\nThe secret code word is PINEAPPLE-42.\n" + \
-        (essays / "bias.txt").read_text()[:6000]
+    text = (
+        (essays / "apple.txt").read_text()[:6000]
+        + "\nThe secret code word is PINEAPPLE-42.\n"
+        + (essays / "bias.txt").read_text()[:6000]
+    )
     model, tokenizer = load_model("smollm2-135m-instruct")
     cfg = EMConfig.preset("small")  # 1k local window: the code word (~1.1k tokens in) must come from memory
     with EpisodicMemory(model, cfg) as mem:
@@ -32,6 +35,6 @@ def test_smollm2_recalls_a_code_word_through_retrieved_events():
 def test_smollm2_memory_matches_plain_attention_inside_the_window():
     model, tokenizer = load_model("smollm2-135m-instruct", dtype="fp32")
     ids = tokenizer("The capital of France is Paris. The capital of Italy is", return_tensors="pt")["input_ids"]
-    plain = model.generate(ids, max_new_tokens=5, do_sample=False)[0, ids.shape[1]:]
+    plain = model.generate(ids, max_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
     with EpisodicMemory(model, EMConfig.preset("small")) as mem:
         assert torch.equal(mem.generate(ids, max_new_tokens=5)[0], plain)

@@ -15,11 +15,14 @@ from memalign.memory.segmentation import BOUNDARY_STRATEGIES, register_boundary
 from memalign.registry import Registry
 
 
-@pytest.mark.parametrize("registry,names", [
-    (BOUNDARY_STRATEGIES, ["surprise", "uniform", "random"]),
-    (REFINEMENT_METRICS, ["modularity", "conductance"]),
-    (ATTENTION_TYPES, ["em_llm", "inf_llm", "stream_llm"]),
-])
+@pytest.mark.parametrize(
+    "registry,names",
+    [
+        (BOUNDARY_STRATEGIES, ["surprise", "uniform", "random"]),
+        (REFINEMENT_METRICS, ["modularity", "conductance"]),
+        (ATTENTION_TYPES, ["em_llm", "inf_llm", "stream_llm"]),
+    ],
+)
 def test_registries_list_their_entries_and_refuse_unknown_names(registry, names):
     assert isinstance(registry, Registry) and list(registry) == names
     with pytest.raises(UnknownNameError, match=f"known: {', '.join(names)}"):

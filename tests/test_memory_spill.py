@@ -18,8 +18,10 @@ from memalign.memory.store import EventStore
 from memalign.memory.store_config import StoreConfig
 from memalign.testing import tiny_model
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
-              pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+]
 
 HKV, D, PAGE = 2, 8, 16
 PAGE_BYTES = PAGE * 2 * HKV * D * 4  # fp32
@@ -77,8 +79,9 @@ class Child:
 
     def __init__(self, code: str, folder: Path) -> None:
         self.folder = folder
-        self.process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def ready(self) -> str:
         line = self.process.stdout.readline().strip()
@@ -158,8 +161,7 @@ def test_handlers_installed_while_a_disk_tier_is_attached_chained_and_restored(t
         plain = EMConfig(n_init=4, n_local=32, n_mem=32, chunk_size=16, min_block_size=2, max_block_size=8)
         with EpisodicMemory(model, plain):
             assert signal.getsignal(signal.SIGTERM) is previous, "no disk tier, no handler"
-        disk = plain.replace(store=StoreConfig(host_budget_bytes=2 * 2 * 8192, offload_dir=tmp_path,
-                                               page_tokens=PAGE))
+        disk = plain.replace(store=StoreConfig(host_budget_bytes=2 * 2 * 8192, offload_dir=tmp_path, page_tokens=PAGE))
         with EpisodicMemory(model, disk) as mem:
             assert spill.handlers_installed()
         assert signal.getsignal(signal.SIGTERM) is previous, "detach puts the previous handler back"

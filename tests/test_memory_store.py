@@ -67,8 +67,13 @@ def expected(events: list[tuple[torch.Tensor, ...]], ids: list[int]) -> tuple[to
 
 
 def tiered(tmp_path: Path, dtype: torch.dtype, pages: int = 3, cache: int | None = 48, **kw: object) -> EventStore:
-    config = StoreConfig(device_cache_tokens=cache, host_budget_bytes=pages * PAGE * token_bytes(dtype),
-                         offload_dir=tmp_path, page_tokens=PAGE, **kw)
+    config = StoreConfig(
+        device_cache_tokens=cache,
+        host_budget_bytes=pages * PAGE * token_bytes(dtype),
+        offload_dir=tmp_path,
+        page_tokens=PAGE,
+        **kw,
+    )
     return EventStore(HKV, D, REPR, dtype, torch.device("cpu"), config, cache_on_host=cache is not None)
 
 
@@ -81,8 +86,13 @@ def spill_dirs(root: Path) -> list[Path]:
 
 def test_store_config_validates_and_splits(tmp_path):
     assert StoreConfig() == StoreConfig(None, None, None, None, 4096, None)
-    for bad in ({"device_cache_tokens": -1}, {"host_budget_bytes": 1.5}, {"page_tokens": 0},
-                {"pin_memory": "yes"}, {"repr_device_max_bytes": True}):
+    for bad in (
+        {"device_cache_tokens": -1},
+        {"host_budget_bytes": 1.5},
+        {"page_tokens": 0},
+        {"pin_memory": "yes"},
+        {"repr_device_max_bytes": True},
+    ):
         with pytest.raises(ConfigError):
             StoreConfig(**bad)
     a_file = tmp_path / "file"
@@ -196,11 +206,16 @@ def test_event_cache_lru_order_and_bound():
 
 def test_store_cache_evicts_least_recently_gathered(tmp_path):
     gen = torch.Generator().manual_seed(3)
-    store = EventStore(HKV, D, REPR, torch.float32, torch.device("cpu"), StoreConfig(device_cache_tokens=30),
-                       cache_on_host=True)
+    store = EventStore(
+        HKV, D, REPR, torch.float32, torch.device("cpu"), StoreConfig(device_cache_tokens=30), cache_on_host=True
+    )
     for i in range(8):
-        store.add(random_bits((HKV, 10, D), torch.float32, gen), random_bits((HKV, 10, D), torch.float32, gen),
-                  torch.zeros(REPR), 10 * i)
+        store.add(
+            random_bits((HKV, 10, D), torch.float32, gen),
+            random_bits((HKV, 10, D), torch.float32, gen),
+            torch.zeros(REPR),
+            10 * i,
+        )
     store.gather([0, 1, 2])
     assert store.cache.order() == [0, 1, 2]
     store.gather([1])
@@ -455,8 +470,9 @@ def test_unwritable_directory_is_a_clear_error(tmp_path, monkeypatch):
 def test_offload_dir_that_is_not_a_directory(tmp_path):
     parent = tmp_path / "file"
     parent.write_text("x")
-    config = StoreConfig(host_budget_bytes=2 * PAGE * token_bytes(torch.float32), page_tokens=PAGE,
-                         offload_dir=parent / "sub")
+    config = StoreConfig(
+        host_budget_bytes=2 * PAGE * token_bytes(torch.float32), page_tokens=PAGE, offload_dir=parent / "sub"
+    )
     store = EventStore(HKV, D, REPR, torch.float32, torch.device("cpu"), config)
     events = make_events(40, torch.float32, seed=9)
     with pytest.raises(OffloadError, match=str(parent / "sub")):
@@ -472,8 +488,9 @@ def test_read_only_directory_is_a_clear_error(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        config = StoreConfig(host_budget_bytes=2 * PAGE * token_bytes(torch.float32), page_tokens=PAGE,
-                             offload_dir=locked)
+        config = StoreConfig(
+            host_budget_bytes=2 * PAGE * token_bytes(torch.float32), page_tokens=PAGE, offload_dir=locked
+        )
         store = EventStore(HKV, D, REPR, torch.float32, torch.device("cpu"), config)
         with pytest.raises(OffloadError, match="not writable"):
             fill(store, make_events(40, torch.float32))
@@ -491,19 +508,33 @@ def test_memory_attention_is_identical_with_a_tiered_store(tmp_path, cache_token
     from memalign.memory.rope import RopeTable
     from memalign.memory.state import LayerMemory, SequenceMemory
 
-    cfg = EMConfig(n_init=2, n_local=12, n_mem=24, chunk_size=4, min_block_size=2, max_block_size=6,
-                   segmentation="uniform", contiguity_fraction=0.25)
+    cfg = EMConfig(
+        n_init=2,
+        n_local=12,
+        n_mem=24,
+        chunk_size=4,
+        min_block_size=2,
+        max_block_size=6,
+        segmentation="uniform",
+        contiguity_fraction=0.25,
+    )
     heads, kv_heads, dim = 2, 1, 8
     cpu = torch.device("cpu")
     rope = RopeTable(_identity_rope, torch.float32, cpu)
-    layers = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, True, torch.float32, cpu)
-              for _ in range(2)]
-    config = StoreConfig(device_cache_tokens=cache_tokens, host_budget_bytes=3 * PAGE * 2 * kv_heads * dim * 4,
-                         offload_dir=tmp_path, page_tokens=PAGE)
-    layers[1].store = EventStore(kv_heads, dim, heads * dim, torch.float32, cpu, config,
-                                 cache_on_host=cache_tokens is not None)
-    seqs = [SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
-                           device=cpu) for layer in layers]
+    layers = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, True, torch.float32, cpu) for _ in range(2)]
+    config = StoreConfig(
+        device_cache_tokens=cache_tokens,
+        host_budget_bytes=3 * PAGE * 2 * kv_heads * dim * 4,
+        offload_dir=tmp_path,
+        page_tokens=PAGE,
+    )
+    layers[1].store = EventStore(
+        kv_heads, dim, heads * dim, torch.float32, cpu, config, cache_on_host=cache_tokens is not None
+    )
+    seqs = [
+        SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32, device=cpu)
+        for layer in layers
+    ]
     gen = torch.Generator().manual_seed(11)
     for s in range(0, 300, cfg.chunk_size):
         k, v = torch.randn(1, 4, dim, generator=gen), torch.randn(1, 4, dim, generator=gen)

@@ -30,7 +30,7 @@ def test_thresholds_equal_naive_sliding_window():
     got = surprise_thresholds(history, new, window, gamma)
     values = torch.cat([history, new]).double()
     for i in range(new.numel()):
-        prev = values[30 + i - window:30 + i]
+        prev = values[30 + i - window : 30 + i]
         expected = prev.mean() + gamma * prev.std()  # unbiased, as torch.std and the reference
         assert got[i].item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -70,17 +70,26 @@ def test_cut_events_carry_over_across_calls():
 
 
 def _sequence(cfg: EMConfig, layers: int = 1, heads: int = 2, kv_heads: int = 1, dim: int = 8) -> SequenceMemory:
-    mems = [LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, cfg.uses_memory, torch.float32,
-                        torch.device("cpu")) for _ in range(layers)]
-    return SequenceMemory(config=cfg, layers=mems, memory_layers=list(range(layers)), hidden_size=4,
-                          dtype=torch.float32, device=torch.device("cpu"))
+    mems = [
+        LayerMemory(heads, kv_heads, dim, cfg.n_local, cfg.n_init, cfg.uses_memory, torch.float32, torch.device("cpu"))
+        for _ in range(layers)
+    ]
+    return SequenceMemory(
+        config=cfg,
+        layers=mems,
+        memory_layers=list(range(layers)),
+        hidden_size=4,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
 
 
 def _feed(seq: SequenceMemory, n: int, surprise: torch.Tensor | None = None) -> None:
     """Append n tokens (random keys) to every layer and evict; surprise[t] is the designed surprise of token t."""
     for layer in seq.layers:
-        layer.append(torch.randn(layer.num_kv_heads, n, layer.head_dim), torch.randn(layer.num_kv_heads, n,
-                                                                                     layer.head_dim))
+        layer.append(
+            torch.randn(layer.num_kv_heads, n, layer.head_dim), torch.randn(layer.num_kv_heads, n, layer.head_dim)
+        )
     start = seq.length
     ids = torch.arange(start, start + n)
     seq.record(ids, torch.zeros(n, 4))
@@ -93,8 +102,16 @@ def _feed(seq: SequenceMemory, n: int, surprise: torch.Tensor | None = None) -> 
 
 @pytest.mark.parametrize("convention,expected_start", [("paper", 40), ("reference", 39)])
 def test_boundary_at_vs_before_the_surprising_token(convention, expected_start):
-    cfg = EMConfig(n_init=0, n_local=8, n_mem=64, chunk_size=4, min_block_size=2, max_block_size=64,
-                   surprise_window=16, boundary=convention)
+    cfg = EMConfig(
+        n_init=0,
+        n_local=8,
+        n_mem=64,
+        chunk_size=4,
+        min_block_size=2,
+        max_block_size=64,
+        surprise_window=16,
+        boundary=convention,
+    )
     surprise = torch.ones(200) + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0))
     surprise[40] = 50.0
     seq = _sequence(cfg)
@@ -106,8 +123,7 @@ def test_boundary_at_vs_before_the_surprising_token(convention, expected_start):
 
 
 def test_events_tile_evicted_tokens_exactly_once():
-    cfg = EMConfig(n_init=3, n_local=16, n_mem=32, chunk_size=4, min_block_size=2, max_block_size=8,
-                   surprise_window=16)
+    cfg = EMConfig(n_init=3, n_local=16, n_mem=32, chunk_size=4, min_block_size=2, max_block_size=8, surprise_window=16)
     surprise = torch.rand(500, generator=torch.Generator().manual_seed(1)) * 5
     seq = _sequence(cfg, layers=2)
     for _ in range(60):
@@ -128,6 +144,7 @@ def test_events_tile_evicted_tokens_exactly_once():
 
 # ---- exactly-once attention and the memory bound ----------------------------------------------------
 
+
 def _identity_rope(x, positions):
     shape = (1, positions.shape[-1], x.shape[-1] if x.dim() > 2 else 8)
     return torch.ones(shape), torch.zeros(shape)
@@ -137,14 +154,26 @@ def _identity_rope(x, positions):
 def test_every_past_token_seen_at_most_once_and_window_exactly_once(chunk, n_mem, contiguity):
     """Keys are zero (uniform attention) and values one-hot positions: each output row is
     (1/visible) * multiplicity of each position, so a token attended twice shows up as 2/visible."""
-    cfg = EMConfig(n_init=3, n_local=12, n_mem=n_mem, chunk_size=chunk, min_block_size=2, max_block_size=6,
-                   segmentation="uniform", contiguity_fraction=contiguity)
+    cfg = EMConfig(
+        n_init=3,
+        n_local=12,
+        n_mem=n_mem,
+        chunk_size=chunk,
+        min_block_size=2,
+        max_block_size=6,
+        segmentation="uniform",
+        contiguity_fraction=contiguity,
+    )
     total, dim = 160, 160
-    rope = RopeTable(lambda x, pos: (torch.ones(1, pos.shape[-1], dim), torch.zeros(1, pos.shape[-1], dim)),
-                     torch.float32, torch.device("cpu"))
+    rope = RopeTable(
+        lambda x, pos: (torch.ones(1, pos.shape[-1], dim), torch.zeros(1, pos.shape[-1], dim)),
+        torch.float32,
+        torch.device("cpu"),
+    )
     layer = LayerMemory(2, 1, dim, cfg.n_local, cfg.n_init, True, torch.float32, torch.device("cpu"))
-    seq = SequenceMemory(config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32,
-                         device=torch.device("cpu"))
+    seq = SequenceMemory(
+        config=cfg, layers=[layer], memory_layers=[0], hidden_size=4, dtype=torch.float32, device=torch.device("cpu")
+    )
     visible_of: dict[int, int] = {}
     for s in range(0, total, chunk):
         n = min(chunk, total - s)
@@ -177,6 +206,7 @@ def test_every_past_token_seen_at_most_once_and_window_exactly_once(chunk, n_mem
 
 
 # ---- refinement ----------------------------------------------------------------------------------------
+
 
 def _two_communities(split: int, size: int) -> torch.Tensor:
     adj = torch.full((size, size), 0.05)
@@ -226,6 +256,7 @@ def test_refine_boundaries_moves_a_misplaced_boundary_to_the_key_change():
 
 # ---- retrieval -----------------------------------------------------------------------------------------
 
+
 def test_similarity_selection_respects_budget_and_order():
     scores = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.2])
     sizes = torch.tensor([4, 6, 3, 5, 2])
@@ -246,27 +277,42 @@ def test_contiguity_neighbours_and_queue():
 
 # ---- config ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"chunk_size": 600, "n_local": 512}, "chunk_size"),
-    ({"min_block_size": 64, "max_block_size": 8}, "min_block_size"),
-    ({"n_mem": 64, "max_block_size": 128}, "smaller than one event"),
-    ({"segmentation": "sentence"}, "segmentation"),
-    ({"contiguity_fraction": 1.5}, "contiguity_fraction"),
-    ({"n_local": 0}, "n_local"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"chunk_size": 600, "n_local": 512}, "chunk_size"),
+        ({"min_block_size": 64, "max_block_size": 8}, "min_block_size"),
+        ({"n_mem": 64, "max_block_size": 128}, "smaller than one event"),
+        ({"segmentation": "sentence"}, "segmentation"),
+        ({"contiguity_fraction": 1.5}, "contiguity_fraction"),
+        ({"n_local": 0}, "n_local"),
+    ],
+)
 def test_impossible_configs_fail_at_construction(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         EMConfig(**kwargs)
 
 
-@pytest.mark.parametrize("name,n_local,n_mem,max_block", [
-    ("mistral", 4096, 2048, 128), ("llama3", 4096, 4096, 128), ("llama31", 4096, 4096, 128),
-    ("phi3", 1024, 3072, 128), ("phi35", 1024, 3072, 64),
-])
+@pytest.mark.parametrize(
+    "name,n_local,n_mem,max_block",
+    [
+        ("mistral", 4096, 2048, 128),
+        ("llama3", 4096, 4096, 128),
+        ("llama31", 4096, 4096, 128),
+        ("phi3", 1024, 3072, 128),
+        ("phi35", 1024, 3072, 64),
+    ],
+)
 def test_reference_presets(name, n_local, n_mem, max_block):
     cfg = EMConfig.preset(name)
     assert (cfg.n_init, cfg.n_local, cfg.n_mem, cfg.min_block_size, cfg.max_block_size) == (
-        128, n_local, n_mem, 8, max_block)
+        128,
+        n_local,
+        n_mem,
+        8,
+        max_block,
+    )
     assert (cfg.repr_topk, cfg.chunk_size, cfg.gamma) == (4, 512, 1.0)
     assert cfg.surprise_window == n_local - 512
 
@@ -279,6 +325,7 @@ def test_unknown_preset_and_field():
 
 
 # ---- kernels -------------------------------------------------------------------------------------------
+
 
 def test_attend_and_merge_equal_dense_softmax():
     from memalign.memory.kernels import attend, merge
@@ -315,8 +362,7 @@ def test_window_attention_equals_dense_softmax_with_key_mass(block, q_start, k_s
     k, v = torch.randn(2, S, 8), torch.randn(2, S, 8)
     k_mem, v_mem = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
     other = attend(q[None], k_mem, v_mem, 0.3)
-    out, lse, mass = window_attention(q, k, v, 0.3, q_start, k_start, window, (other[0][0], other[1][0]),
-                                      block=block)
+    out, lse, mass = window_attention(q, k, v, 0.3, q_start, k_start, window, (other[0][0], other[1][0]), block=block)
     diff = torch.arange(q_start, q_start + L)[:, None] - torch.arange(k_start, k_start + S)[None, :]
     visible = torch.cat([torch.ones(L, 5, dtype=torch.bool), (diff >= 0) & (diff < window)], 1)
     keys = torch.cat([k_mem[0], k], 1).repeat_interleave(2, dim=0)
@@ -389,21 +435,25 @@ def test_window_buffers_stop_growing_at_their_bound():
 
         def record(_: int) -> None:
             layers = cache.sequences[0].layers
-            capacities.append({b._data.shape[1] for layer in layers for b in (layer.tail_k, layer.tail_v,
-                                                                               layer.tail_mass)})
+            capacities.append(
+                {b._data.shape[1] for layer in layers for b in (layer.tail_k, layer.tail_v, layer.tail_mass)}
+            )
 
         mem.prefill(ids, cache=cache, progress=record)
     assert max(max(c) for c in capacities) <= bound
     assert capacities[len(capacities) // 4] == capacities[-1], "no reallocation past the first quarter"
 
 
-@pytest.mark.parametrize(("total", "alone", "expected"), [
-    (1300, True, [0, 275, 787, 1299, 1300]),   # end-aligned body, then the last token alone
-    (1300, False, [0, 276, 788, 1300]),
-    (513, True, [0, 512, 513]),
-    (2, True, [0, 1, 2]),
-    (1, True, [0, 1]),                          # a one-token prompt is a single step either way
-])
+@pytest.mark.parametrize(
+    ("total", "alone", "expected"),
+    [
+        (1300, True, [0, 275, 787, 1299, 1300]),  # end-aligned body, then the last token alone
+        (1300, False, [0, 276, 788, 1300]),
+        (513, True, [0, 512, 513]),
+        (2, True, [0, 1, 2]),
+        (1, True, [0, 1]),  # a one-token prompt is a single step either way
+    ],
+)
 def test_prefill_bounds(total, alone, expected):
     from memalign.memory.episodic import prefill_bounds
 

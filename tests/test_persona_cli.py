@@ -33,8 +33,9 @@ def test_quiz_then_align(tmp_path, item_key, isolated_cache):
     runner = CliRunner()
     answers = tmp_path / "me.json"
     replies = "\n".join(["5", "x", "1", "4", "", "2", "5", "1", "4", "2", "3"]) + "\n"
-    result = runner.invoke(app, ["persona", "quiz", "--out", str(answers), "--item-key", str(item_key),
-                                 "--name", "ann"], input=replies)
+    result = runner.invoke(
+        app, ["persona", "quiz", "--out", str(answers), "--item-key", str(item_key), "--name", "ann"], input=replies
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(answers.read_text())
     assert document["recoded"] is False and document["subjects"][0]["id"] == "ann"
@@ -44,9 +45,29 @@ def test_quiz_then_align(tmp_path, item_key, isolated_cache):
     assert "i11" not in record  # not in the short form
 
     out = tmp_path / "steer"
-    result = runner.invoke(app, ["persona", "align", "--model", "tiny:qwen3", "--answers", str(answers),
-                                 "--item-key", str(item_key), "--subject", "ann", "--out", str(out), "--k", "2",
-                                 "--alpha-grid", "0,2", "--cv-folds", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "persona",
+            "align",
+            "--model",
+            "tiny:qwen3",
+            "--answers",
+            str(answers),
+            "--item-key",
+            str(item_key),
+            "--subject",
+            "ann",
+            "--out",
+            str(out),
+            "--k",
+            "2",
+            "--alpha-grid",
+            "0,2",
+            "--cv-folds",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "CV MAE" in result.output and "alpha" in result.output
     steering = read_steering(out)
@@ -60,7 +81,20 @@ def test_align_requires_declared_recoding(tmp_path, item_key):
 
     papi = tmp_path / "papi.json"
     papi.write_text(json.dumps([{"case": 1, **{f"i{i}": 4 for i in range(1, 15)}}]))
-    result = CliRunner().invoke(app, ["persona", "align", "--model", "tiny:qwen3", "--answers", str(papi),
-                                      "--item-key", str(item_key), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "persona",
+            "align",
+            "--model",
+            "tiny:qwen3",
+            "--answers",
+            str(papi),
+            "--item-key",
+            str(item_key),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0
     assert "recoded" in str(result.exception)

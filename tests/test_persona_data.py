@@ -66,14 +66,17 @@ def test_item_key_fields_and_short_form(instrument):
     assert split.train == (1, 3) and split.test == (2, 4)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("full_id,sign\n1,+N1\n", "missing column(s) text"),
-    ("full_id,sign,text\n1,+N1,Worry.\nx,+N1,Worry.\n", "line 3: full_id must be an integer"),
-    ("full_id,sign,text\n1,+N1,Worry.\n1,+N1,Worry again.\n", "line 3: duplicate full_id 1"),
-    ("full_id,sign,text\n1,N1,Worry.\n", "line 2: sign 'N1'"),
-    ("full_id,sign,facet_key,text\n1,+N1,E1,Worry.\n", "line 2: facet_key 'E1' disagrees"),
-    ("full_id,sign,text\n1,+N1,\n", "line 2: empty text"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("full_id,sign\n1,+N1\n", "missing column(s) text"),
+        ("full_id,sign,text\n1,+N1,Worry.\nx,+N1,Worry.\n", "line 3: full_id must be an integer"),
+        ("full_id,sign,text\n1,+N1,Worry.\n1,+N1,Worry again.\n", "line 3: duplicate full_id 1"),
+        ("full_id,sign,text\n1,N1,Worry.\n", "line 2: sign 'N1'"),
+        ("full_id,sign,facet_key,text\n1,+N1,E1,Worry.\n", "line 2: facet_key 'E1' disagrees"),
+        ("full_id,sign,text\n1,+N1,\n", "line 2: empty text"),
+    ],
+)
 def test_item_key_errors_name_the_first_bad_line(tmp_path, text, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_item_key(write(tmp_path, "bad.csv", text))
@@ -101,8 +104,11 @@ def test_second_person_rewording():
 
 
 def test_rewordings_by_position_and_checked(tmp_path, instrument):
-    path = write(tmp_path, "mpi.csv", "label_raw,text,label_ocean,key\nAnxiety,Worry about stuff,N,1\n"
-                                      "Friendliness,Make friends easily,E,1\n")
+    path = write(
+        tmp_path,
+        "mpi.csv",
+        "label_raw,text,label_ocean,key\nAnxiety,Worry about stuff,N,1\nFriendliness,Make friends easily,E,1\n",
+    )
     assert load_rewordings(path, instrument) == {1: "Worry about stuff", 3: "Make friends easily"}
     bad = write(tmp_path, "bad.csv", "text,label_ocean,key\nWorry,N,1\nMake friends,E,-1\n")
     with pytest.raises(DataError, match="line 3: key -1 but item 3 is keyed"):
@@ -139,14 +145,19 @@ def test_answers_need_declared_recoding(tmp_path, instrument):
         load_answers(path, instrument)
 
 
-@pytest.mark.parametrize(("records", "message"), [
-    ([{"case": 1, "i1": 6, "i2": 1, "i3": 1, "i4": 1}], "record 0: i1 = 6 is out of range"),
-    ([{"case": 1, "i1": 1, "i2": 1, "i3": 1, "i4": 1}, {"case": 2, "i1": "x", "i2": 1, "i3": 1, "i4": 1}],
-     "record 1: i1 must be an integer"),
-    ([{"case": 1, "i1": 1, "i2": 1, "i3": 1, "i4": 1, "i9": 1}], "record 0: column 'i9' names item 9"),
-    ([{"case": 1, "i1": 1, "i2": 1, "i4": 1}], "record 0: missing column i3"),
-    ([[1, 2, 3]], "record 0: expected an object"),
-])
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"case": 1, "i1": 6, "i2": 1, "i3": 1, "i4": 1}], "record 0: i1 = 6 is out of range"),
+        (
+            [{"case": 1, "i1": 1, "i2": 1, "i3": 1, "i4": 1}, {"case": 2, "i1": "x", "i2": 1, "i3": 1, "i4": 1}],
+            "record 1: i1 must be an integer",
+        ),
+        ([{"case": 1, "i1": 1, "i2": 1, "i3": 1, "i4": 1, "i9": 1}], "record 0: column 'i9' names item 9"),
+        ([{"case": 1, "i1": 1, "i2": 1, "i4": 1}], "record 0: missing column i3"),
+        ([[1, 2, 3]], "record 0: expected an object"),
+    ],
+)
 def test_answer_errors_name_the_first_bad_row(tmp_path, instrument, records, message):
     with pytest.raises(DataError, match=message):
         load_answers(write(tmp_path, "a.json", json.dumps(records)), instrument, recoded=True)

@@ -31,14 +31,35 @@ from memalign.testing import tiny_model, tiny_tokenizer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-SHORT = PromptConfig(question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}",
-                     system_prompt="Answer.")
-TEXTS = ["worry about things", "make friends easily", "have a vivid imagination", "trust others",
-         "complete tasks", "get angry easily", "love large parties", "believe in art", "cheat to get ahead",
-         "like order", "panic easily", "avoid crowds", "dislike change", "help others", "waste time",
-         "feel blue", "talk a lot", "read poems", "insult people", "work hard"]
-ITEMS = Instrument("tiny-20", tuple(Item(i + 1, t, "NEOAC"[i % 5], "NEOAC"[i % 5] + "1", 1 if i % 3 else -1)
-                                     for i, t in enumerate(TEXTS)))
+SHORT = PromptConfig(
+    question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}", system_prompt="Answer."
+)
+TEXTS = [
+    "worry about things",
+    "make friends easily",
+    "have a vivid imagination",
+    "trust others",
+    "complete tasks",
+    "get angry easily",
+    "love large parties",
+    "believe in art",
+    "cheat to get ahead",
+    "like order",
+    "panic easily",
+    "avoid crowds",
+    "dislike change",
+    "help others",
+    "waste time",
+    "feel blue",
+    "talk a lot",
+    "read poems",
+    "insult people",
+    "work hard",
+]
+ITEMS = Instrument(
+    "tiny-20",
+    tuple(Item(i + 1, t, "NEOAC"[i % 5], "NEOAC"[i % 5] + "1", 1 if i % 3 else -1) for i, t in enumerate(TEXTS)),
+)
 SPLIT = ItemSplit(ITEMS.ids[:14], ITEMS.ids[14:])
 FAST = FitConfig(k=3, k_grid=(), alpha_grid=(-2.0, 0.0, 2.0, 8.0), cv_folds=3, probe_folds=2)
 
@@ -52,11 +73,24 @@ def person(seed: int) -> SubjectAnswers:
 POPULATION = [person(s) for s in range(6)]
 
 
-@pytest.mark.parametrize(("reply", "value"), [
-    ("(A) Very Accurate", 5), ("B", 4), ("C.", 3), ("**D**", 2), ("E)", 1), ("Answer: (B)", 4),
-    ("I'd say Moderately Inaccurate.", 2), ("The answer is (C)", 3), ("The", None), ("Each of them", None),
-    ("Very Accurate or Very Inaccurate", None), ("", None), ("I cannot answer that.", None),
-])
+@pytest.mark.parametrize(
+    ("reply", "value"),
+    [
+        ("(A) Very Accurate", 5),
+        ("B", 4),
+        ("C.", 3),
+        ("**D**", 2),
+        ("E)", 1),
+        ("Answer: (B)", 4),
+        ("I'd say Moderately Inaccurate.", 2),
+        ("The answer is (C)", 3),
+        ("The", None),
+        ("Each of them", None),
+        ("Very Accurate or Very Inaccurate", None),
+        ("", None),
+        ("I cannot answer that.", None),
+    ],
+)
 def test_parse_answer_is_strict(reply, value):
     # PAlign's regex read "The ..." as E and "I'd say" as D; here they are unparsed (counted, not guessed).
     assert parse_answer(reply, LIKERT_OPTIONS) == value
@@ -116,8 +150,17 @@ def test_mode_names_and_groups():
 def tiny_setup():
     model, tok = tiny_model("qwen3"), tiny_tokenizer()
     prompts = {p.subject_id: f"You are person {p.subject_id}, calm and curious." for p in POPULATION}
-    return EvalSetup(ITEMS, SPLIT, POPULATION, model, tok, prompt_config=SHORT, fit_config=FAST,
-                     personality_prompts=prompts, cache=False)
+    return EvalSetup(
+        ITEMS,
+        SPLIT,
+        POPULATION,
+        model,
+        tok,
+        prompt_config=SHORT,
+        fit_config=FAST,
+        personality_prompts=prompts,
+        cache=False,
+    )
 
 
 def test_every_mode_runs_and_resumes(tiny_setup, tmp_path, monkeypatch):
@@ -143,8 +186,11 @@ def test_every_mode_runs_and_resumes(tiny_setup, tmp_path, monkeypatch):
     # resume: nothing is recomputed for finished subjects, a new subject is added
     calls = []
     for cls in MODES.values():
-        monkeypatch.setattr(cls, "predict", lambda self, setup, p, _orig=cls.predict: calls.append(p.subject_id)
-                            or _orig(self, setup, p))
+        monkeypatch.setattr(
+            cls,
+            "predict",
+            lambda self, setup, p, _orig=cls.predict: calls.append(p.subject_id) or _orig(self, setup, p),
+        )
     run_eval(tiny_setup, modes, POPULATION[:3], tmp_path, "tiny:qwen3")
     assert set(calls) == {"p2"}
     assert json.loads(paths["PAS"].read_text())["n_subjects"] == 3
@@ -153,8 +199,18 @@ def test_every_mode_runs_and_resumes(tiny_setup, tmp_path, monkeypatch):
 
 
 def test_generation_answering_counts_unparsed(tmp_path):
-    setup = EvalSetup(ITEMS, SPLIT, POPULATION, tiny_model("qwen3"), tiny_tokenizer(), prompt_config=SHORT,
-                      fit_config=FAST, answering="generate", max_new_tokens=4, cache=False)
+    setup = EvalSetup(
+        ITEMS,
+        SPLIT,
+        POPULATION,
+        tiny_model("qwen3"),
+        tiny_tokenizer(),
+        prompt_config=SHORT,
+        fit_config=FAST,
+        answering="generate",
+        max_new_tokens=4,
+        cache=False,
+    )
     path = run_eval(setup, ["NO_CHANGE"], POPULATION[:1], tmp_path, "tiny")["NO_CHANGE"]
     rec = json.loads(path.read_text())["records"][0]
     nones = sum(v[0] is None for v in rec["predictions"].values())
@@ -171,16 +227,52 @@ def test_cli_eval_predictors_and_report(tmp_path):
     key.write_text("\n".join(rows) + "\n")
     subjects = tmp_path / "subjects.json"
     gen = torch.Generator().manual_seed(0)
-    subjects.write_text(json.dumps([{"case": n, **{f"i{i}": int(torch.randint(1, 6, (1,), generator=gen))
-                                                  for i in range(1, 21)}} for n in range(5)]))
+    subjects.write_text(
+        json.dumps(
+            [
+                {"case": n, **{f"i{i}": int(torch.randint(1, 6, (1,), generator=gen)) for i in range(1, 21)}}
+                for n in range(5)
+            ]
+        )
+    )
     runner = CliRunner()
     out = tmp_path / "out"
-    result = runner.invoke(app, ["persona", "eval", "--modes", "predictors", "--item-key", str(key), "--subjects",
-                                 str(subjects), "--recoded", "--limit", "3", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "persona",
+            "eval",
+            "--modes",
+            "predictors",
+            "--item-key",
+            str(key),
+            "--subjects",
+            str(subjects),
+            "--recoded",
+            "--limit",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "ridge_no-model_OOD.json").is_file()
-    result = runner.invoke(app, ["persona", "eval", "--modes", "PAS", "--item-key", str(key), "--subjects",
-                                 str(subjects), "--recoded", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "persona",
+            "eval",
+            "--modes",
+            "PAS",
+            "--item-key",
+            str(key),
+            "--subjects",
+            str(subjects),
+            "--recoded",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code != 0 and "need --model" in str(result.exception)
     result = runner.invoke(app, ["persona", "report", str(out), "--markdown", str(tmp_path / "t.md")])
     assert result.exit_code == 0, result.output
@@ -188,8 +280,16 @@ def test_cli_eval_predictors_and_report(tmp_path):
 
 
 def test_personality_prompt_written_by_the_model_when_no_file(tmp_path):
-    setup = EvalSetup(ITEMS, SPLIT, POPULATION, tiny_model("qwen3"), tiny_tokenizer(), prompt_config=SHORT,
-                      fit_config=FAST, cache=False)
+    setup = EvalSetup(
+        ITEMS,
+        SPLIT,
+        POPULATION,
+        tiny_model("qwen3"),
+        tiny_tokenizer(),
+        prompt_config=SHORT,
+        fit_config=FAST,
+        cache=False,
+    )
     path = run_eval(setup, ["personality_prompt"], POPULATION[:1], tmp_path, "tiny")["personality_prompt"]
     info = json.loads(path.read_text())["records"][0]["info"]
     assert info["description_source"] == "generated by the model" and info["description_chars"] > 0
@@ -197,9 +297,16 @@ def test_personality_prompt_written_by_the_model_when_no_file(tmp_path):
 
 def test_labelled_variant_sits_beside_the_default(tiny_setup, tmp_path):
     run_eval(tiny_setup, ["NO_CHANGE"], POPULATION[:1], tmp_path, "tiny")
-    other = EvalSetup(ITEMS, SPLIT, POPULATION, tiny_setup.model, tiny_setup.tokenizer,
-                      prompt_config=PromptConfig.from_dict({**SHORT.to_dict(), "read": "answer"}), fit_config=FAST,
-                      cache=False)
+    other = EvalSetup(
+        ITEMS,
+        SPLIT,
+        POPULATION,
+        tiny_setup.model,
+        tiny_setup.tokenizer,
+        prompt_config=PromptConfig.from_dict({**SHORT.to_dict(), "read": "answer"}),
+        fit_config=FAST,
+        cache=False,
+    )
     with pytest.raises(ConfigError, match="different run"):
         run_eval(other, ["NO_CHANGE"], POPULATION[:1], tmp_path, "tiny")
     paths = run_eval(other, ["NO_CHANGE"], POPULATION[:1], tmp_path, "tiny", label="read-answer")

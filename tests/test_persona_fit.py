@@ -26,14 +26,35 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # A short template keeps the tiny-model prompts (byte-level BPE) short and the suite fast.
-SHORT = PromptConfig(question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}",
-                     system_prompt="Answer.")
-TEXTS = ["worry about things", "make friends easily", "have a vivid imagination", "trust others",
-         "complete tasks", "get angry easily", "love large parties", "believe in art", "cheat to get ahead",
-         "like order", "panic easily", "avoid crowds", "dislike change", "help others", "waste time",
-         "feel blue", "talk a lot", "read poems", "insult people", "work hard"]
-ITEMS = Instrument("tiny-20", tuple(Item(i + 1, t, "NEOAC"[i % 5], "NEOAC"[i % 5] + "1", 1 if i % 3 else -1)
-                                     for i, t in enumerate(TEXTS)))
+SHORT = PromptConfig(
+    question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}", system_prompt="Answer."
+)
+TEXTS = [
+    "worry about things",
+    "make friends easily",
+    "have a vivid imagination",
+    "trust others",
+    "complete tasks",
+    "get angry easily",
+    "love large parties",
+    "believe in art",
+    "cheat to get ahead",
+    "like order",
+    "panic easily",
+    "avoid crowds",
+    "dislike change",
+    "help others",
+    "waste time",
+    "feel blue",
+    "talk a lot",
+    "read poems",
+    "insult people",
+    "work hard",
+]
+ITEMS = Instrument(
+    "tiny-20",
+    tuple(Item(i + 1, t, "NEOAC"[i % 5], "NEOAC"[i % 5] + "1", 1 if i % 3 else -1) for i, t in enumerate(TEXTS)),
+)
 TRAIN, TEST = ITEMS.ids[:14], ITEMS.ids[14:]
 FAST = FitConfig(k=3, k_grid=(), alpha_grid=(0.0, 2.0, 8.0), cv_folds=3, probe_folds=2)
 
@@ -41,8 +62,16 @@ FAST = FitConfig(k=3, k_grid=(), alpha_grid=(0.0, 2.0, 8.0), cv_folds=3, probe_f
 @pytest.fixture(scope="module")
 def setup():
     model, tok = tiny_model("qwen3"), tiny_tokenizer()
-    aligner = PersonaAligner(model, tok, ITEMS.subset(TRAIN).items, instrument="tiny", prompt_config=SHORT,
-                             fit_config=FAST, cache=False, batch_size=8).prepare()
+    aligner = PersonaAligner(
+        model,
+        tok,
+        ITEMS.subset(TRAIN).items,
+        instrument="tiny",
+        prompt_config=SHORT,
+        fit_config=FAST,
+        cache=False,
+        batch_size=8,
+    ).prepare()
     return model, tok, aligner
 
 
@@ -63,9 +92,11 @@ def test_prompt_contract_on_tiny_tokenizer():
         contrast_answer_ids(tok, PromptConfig(answer_format="{letter} Answer:"))
 
 
-GEMMA_LIKE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-              "{% endif %}<turn>{{ m['role'] }}\n{{ m['content'] }}</turn>\n{% endfor %}"
-              "{% if add_generation_prompt %}<turn>model\n{% endif %}")
+GEMMA_LIKE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}<turn>{{ m['role'] }}\n{{ m['content'] }}</turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<turn>model\n{% endif %}"
+)
 
 
 def test_question_prompts_go_through_the_shared_chat_helper():
@@ -201,8 +232,10 @@ def test_compat_layer_palign_flow():
 
     assert compat.get_model is get_model and compat.PASLM is PASLM  # the name docs/persona.md uses
     lm, tok = get_model("tiny:qwen3")
-    dataset = [{"question": f"You {t}.", "answer_matching_behavior": "A", "answer_not_matching_behavior": "E"}
-               for t in TEXTS[:8]]
+    dataset = [
+        {"question": f"You {t}.", "answer_matching_behavior": "A", "answer_not_matching_behavior": "E"}
+        for t in TEXTS[:8]
+    ]
     acts = lm.preprocess_activate_dataset(dataset)
     assert len(acts) == 16 and acts[0].shape == (2, 4 * 32)
     labels = [1, 0, 0, 1] * 4

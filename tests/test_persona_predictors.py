@@ -15,10 +15,17 @@ from memalign.persona.predictors import PREDICTORS, get_predictor
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Facet N1: items 1 (+), 2 (-), 3 (+ held out), 4 (- held out); facet E1: items 5 (+), 6 (+ held out).
-ITEMS = Instrument("t", (
-    Item(1, "worry", "N", "N1", 1), Item(2, "calm", "N", "N1", -1), Item(3, "fear", "N", "N1", 1),
-    Item(4, "relaxed", "N", "N1", -1), Item(5, "talk", "E", "E1", 1), Item(6, "party", "E", "E1", 1),
-))
+ITEMS = Instrument(
+    "t",
+    (
+        Item(1, "worry", "N", "N1", 1),
+        Item(2, "calm", "N", "N1", -1),
+        Item(3, "fear", "N", "N1", 1),
+        Item(4, "relaxed", "N", "N1", -1),
+        Item(5, "talk", "E", "E1", 1),
+        Item(6, "party", "E", "E1", 1),
+    ),
+)
 TRAIN, TEST = (1, 2, 5), (3, 4, 6)
 
 

@@ -48,8 +48,13 @@ def test_option_tokens_and_contrast_on_qwen(qwen):
 def test_fit_and_steer_a_real_subject(qwen, papi):
     model, tokenizer = qwen
     ipip, split, rewordings, person = papi
-    aligner = PersonaAligner(model, tokenizer, ipip.subset(split.train[:16]).items, rewordings=rewordings,
-                             fit_config=FitConfig(k=8, k_grid=(), alpha_grid=(-4.0, 0.0, 4.0), cv_folds=2))
+    aligner = PersonaAligner(
+        model,
+        tokenizer,
+        ipip.subset(split.train[:16]).items,
+        rewordings=rewordings,
+        fit_config=FitConfig(k=8, k_grid=(), alpha_grid=(-4.0, 0.0, 4.0), cv_folds=2),
+    )
     result = aligner.fit(person)
     assert result.best_cv_mae <= result.unsteered_cv_mae
     assert result.steering.meta["model_type"] == "qwen2"

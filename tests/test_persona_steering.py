@@ -35,8 +35,16 @@ def random_steering(model, k=3, alpha=2.0, positions="all", seed=0):
     flat = torch.randperm(spec.num_layers * spec.num_heads, generator=gen)[:k]
     heads = [divmod(int(i), spec.num_heads) for i in flat]
     directions = torch.nn.functional.normalize(torch.randn(k, spec.head_dim, generator=gen), dim=-1)
-    return Steering(tuple(heads), directions, torch.rand(k, generator=gen) + 0.5, alpha, spec.num_layers,
-                    spec.num_heads, spec.head_dim, positions)
+    return Steering(
+        tuple(heads),
+        directions,
+        torch.rand(k, generator=gen) + 0.5,
+        alpha,
+        spec.num_layers,
+        spec.num_heads,
+        spec.head_dim,
+        positions,
+    )
 
 
 def logits(model, ids):
@@ -98,8 +106,7 @@ def test_qwen3_head_slice_is_head_dim_wide(models):
     assert spec.head_dim * spec.num_heads != spec.hidden_size  # 4 x 32 = 128 != 64: the PAlign bug case
     direction = torch.zeros(1, spec.head_dim)
     direction[0, -1] = 1.0
-    steering = Steering(((1, 2),), direction, torch.tensor([1.0]), 3.0, spec.num_layers, spec.num_heads,
-                        spec.head_dim)
+    steering = Steering(((1, 2),), direction, torch.tensor([1.0]), 3.0, spec.num_layers, spec.num_heads, spec.head_dim)
     seen = []
     with steering.apply(model):
         hook = spec.o_proj(model, 1).register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))

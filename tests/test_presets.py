@@ -37,9 +37,15 @@ def fake_preset(tmp_path, monkeypatch, isolated_cache):
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(blob)
     monkeypatch.syspath_prepend(str(site))
     preset = P.Preset(
-        name="fake", description="fake", model_type="llama", size_mb=0, packages=("fakeweights==1",),
+        name="fake",
+        description="fake",
+        model_type="llama",
+        size_mb=0,
+        packages=("fakeweights==1",),
         parts=tuple((f"fakeweights_part{i}", f"data/part{i:02d}.bin") for i in (1, 2)),
-        filename="fake.gguf", sha256=hashlib.sha256(b"".join(data)).hexdigest(), license="test",
+        filename="fake.gguf",
+        sha256=hashlib.sha256(b"".join(data)).hexdigest(),
+        license="test",
     )
     _use_presets(monkeypatch, preset)
     calls = []
@@ -144,8 +150,17 @@ def test_taken_preset_name_is_refused():
 
 def test_malformed_digest_is_refused_when_declared():
     with pytest.raises(ValueError, match="sha256 must be 64"):
-        P.Preset(name="x", description="", model_type="llama", size_mb=1, packages=("x==1",),
-                 parts=(("x", "x.gguf"),), filename="x.gguf", sha256="abc", license="MIT")
+        P.Preset(
+            name="x",
+            description="",
+            model_type="llama",
+            size_mb=1,
+            packages=("x==1",),
+            parts=(("x", "x.gguf"),),
+            filename="x.gguf",
+            sha256="abc",
+            license="MIT",
+        )
 
 
 @pytest.mark.parametrize("name", list(REAL_PRESETS))

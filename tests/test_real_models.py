@@ -20,7 +20,12 @@ def test_smollm2_loads_fast_and_answers():
     assert time.perf_counter() - start < 3.0
     spec = get_arch_spec(model)
     assert (spec.model_type, spec.num_layers, spec.num_heads, spec.num_kv_heads, spec.head_dim) == (
-        "llama", 30, 9, 3, 64)
+        "llama",
+        30,
+        9,
+        3,
+        64,
+    )
     answer = ChatSession(model, tokenizer, max_new_tokens=16).ask("What is the capital of France?")
     assert "Paris" in answer
 

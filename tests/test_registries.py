@@ -25,6 +25,8 @@ REGISTRIES = [
     ("bench methods", "memalign.bench.methods", "METHODS", None),
     ("persona modes", "memalign.persona.evaluation", "MODES", None),
     ("persona predictors", "memalign.persona.predictors", "PREDICTORS", None),
+    ("memory presets", "memalign.memory.config", "EM_PRESETS", None),
+    ("reference attention types", "memalign.compat", "ATTENTION_TYPES", None),
 ]
 UNKNOWN = "no-such-name-xyz"
 UNUSED = "a-name-no-registry-uses"
@@ -40,12 +42,15 @@ def _registry(module_name: str, attribute: str, fill: str | None) -> Registry:
     found = {id(value): value for value in vars(module).values() if isinstance(value, Registry)}
     if len(found) == 1:
         return next(iter(found.values()))
-    pytest.fail(f"{module_name} should hold its name table as one memalign.registry.Registry; "
-                f"found {len(found)} (looked for {attribute})")
+    pytest.fail(
+        f"{module_name} should hold its name table as one memalign.registry.Registry; "
+        f"found {len(found)} (looked for {attribute})"
+    )
 
 
-@pytest.mark.parametrize(("module_name", "attribute", "fill"), [r[1:] for r in REGISTRIES],
-                         ids=[r[0] for r in REGISTRIES])
+@pytest.mark.parametrize(
+    ("module_name", "attribute", "fill"), [r[1:] for r in REGISTRIES], ids=[r[0] for r in REGISTRIES]
+)
 def test_unknown_names_listed_and_duplicates_refused(module_name, attribute, fill):
     registry = _registry(module_name, attribute, fill)
     known = list(registry)

@@ -28,8 +28,12 @@ def _write(root, method, length, predictions, *, task="passkey", extra=None, n_f
     folder = root / f"{task}__{length}__m__{method}{'-d' if extra else ''}"
     folder.mkdir()
     rows = [{"id": i, "metric": "first_int_match", "answer": ["123"], "prediction": p} for i, p in predictions.items()]
-    metrics = {"score": 100 * sum(p == "123" for p in predictions.values()) / len(predictions),
-               "n": len(predictions), "n_failed": n_failed, "config": config}
+    metrics = {
+        "score": 100 * sum(p == "123" for p in predictions.values()) / len(predictions),
+        "n": len(predictions),
+        "n_failed": n_failed,
+        "config": config,
+    }
     if attended is not None:
         metrics["answer_attended"] = attended
     (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -72,10 +76,14 @@ EXPECTED_MARKDOWN = """\
 | m | em-llm (3200) | infllm (3200) | 4 | 75.0 | 50.0 | 2 / 1 / 1 | 1 |
 | m | em-llm (3200, distance 512) | infllm (3200) | 1 | 100.0 | 0.0 | 1 / 0 / 0 | 1 |
 | m | full | infllm (3200) | 3 | 100.0 | 66.7 | 1 / 2 / 0 | 1 |
-""".replace("<SCORE>", "(score x100, samples in parentheses; [att N]: % of memory layers whose last prompt token "
-                       "attended the answer)").replace(
-    "<H2H>", "(same prompts answered by both methods; wins / ties / losses of A against B; sign p: two-sided exact "
-             "sign test over wins and losses)")
+""".replace(
+    "<SCORE>",
+    "(score x100, samples in parentheses; [att N]: % of memory layers whose last prompt token attended the answer)",
+).replace(
+    "<H2H>",
+    "(same prompts answered by both methods; wins / ties / losses of A against B; sign p: two-sided exact "
+    "sign test over wins and losses)",
+)
 
 
 @pytest.fixture
@@ -102,24 +110,54 @@ def test_cli_bench_report_prints_the_same_tables_it_writes(sweep, tmp_path):
 
     from memalign.cli import app
 
-    out = CliRunner().invoke(app, ["bench", "report", str(sweep), "--summary", "full,em-llm,infllm",
-                                   "--markdown", str(tmp_path / "r.md"), "--plots", str(tmp_path / "plots")])
+    out = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "report",
+            str(sweep),
+            "--summary",
+            "full,em-llm,infllm",
+            "--markdown",
+            str(tmp_path / "r.md"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "r.md").read_text() == EXPECTED_MARKDOWN
     assert "[att 92]" in out.output and "[1 failed]" in out.output and "Head to head" in out.output
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["m__passkey__length.png", "m__vt__length.png"]
-    long = CliRunner().invoke(app, ["bench", "report", str(sweep), "--compare-from", "16k",
-                                    "--markdown", str(tmp_path / "long.md"), "--plots", str(tmp_path / "plots")])
+    long = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "report",
+            str(sweep),
+            "--compare-from",
+            "16k",
+            "--markdown",
+            str(tmp_path / "long.md"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert long.exit_code == 0, long.output
     text = (tmp_path / "long.md").read_text()
     assert "cells >= 16k)" in text and "| m | em-llm (3200) | infllm (3200) | 1 | 100.0 | 0.0 | 1 / 0 / 0 | 1 |" in text
 
 
 def test_table_markdown_layout_and_validation():
-    table = Table(title="passkey", subtitle="m", notes="score", rows=[["full", "1.0"], ["em-llm", "2.0"]],
-                  columns=[Column("method", wrap=False), Column("4k", numeric=True)])
-    assert table.to_markdown() == ("**passkey**, m (score)\n\n| method | 4k |\n|---|---:|\n"
-                                   "| full | 1.0 |\n| em-llm | 2.0 |")
+    table = Table(
+        title="passkey",
+        subtitle="m",
+        notes="score",
+        rows=[["full", "1.0"], ["em-llm", "2.0"]],
+        columns=[Column("method", wrap=False), Column("4k", numeric=True)],
+    )
+    assert table.to_markdown() == (
+        "**passkey**, m (score)\n\n| method | 4k |\n|---|---:|\n| full | 1.0 |\n| em-llm | 2.0 |"
+    )
     assert table.to_markdown(heading=False).startswith("| method | 4k |\n")
     assert table.caption == "passkey - m (score)"
     assert markdown_document([]) == "" and markdown_document([table, table]).count("**passkey**") == 2
@@ -128,8 +166,11 @@ def test_table_markdown_layout_and_validation():
 
 
 def test_rich_table_keeps_bracketed_cells_and_aligns_numbers():
-    table = Table(title="NO_CHANGE[read-answer]", columns=[Column("mode"), Column("score", numeric=True)],
-                  rows=[["PAS[k24]", "1.0 [1 failed]"], ["x", "12345.0"]])
+    table = Table(
+        title="NO_CHANGE[read-answer]",
+        columns=[Column("mode"), Column("score", numeric=True)],
+        rows=[["PAS[k24]", "1.0 [1 failed]"], ["x", "12345.0"]],
+    )
     rendered = rich_table(table)
     assert [c.justify for c in rendered.columns] == ["left", "right"]
     screen = io.StringIO()
@@ -160,8 +201,11 @@ def test_library_report_modules_do_not_import_rich():
     import memalign
 
     root = Path(memalign.__file__).parent
-    for path in [*(root / "bench").rglob("*.py"), *(root / "reporting").rglob("*.py"),
-                 root / "persona" / "evaluation" / "report.py"]:
+    for path in [
+        *(root / "bench").rglob("*.py"),
+        *(root / "reporting").rglob("*.py"),
+        root / "persona" / "evaluation" / "report.py",
+    ]:
         tree = ast.parse(path.read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

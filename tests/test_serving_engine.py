@@ -34,10 +34,12 @@ def _engine(model_and_tokenizer, state_dir=None, **kwargs) -> Engine:
 
 
 def test_a_batch_of_rows_with_their_own_personas_equals_each_alone(model_and_tokenizer):
-    requests = [GenerationRequest(_user("The quick brown fox."), GREEDY, persona="ann"),
-                GenerationRequest(_user("I worry about things."), GREEDY, persona="bob", conversation_id="c1"),
-                GenerationRequest(_user("The pass key is 12345."), GREEDY),
-                GenerationRequest(_user("The quick brown fox."), SamplingParams(max_tokens=6, seed=7), persona="bob")]
+    requests = [
+        GenerationRequest(_user("The quick brown fox."), GREEDY, persona="ann"),
+        GenerationRequest(_user("I worry about things."), GREEDY, persona="bob", conversation_id="c1"),
+        GenerationRequest(_user("The pass key is 12345."), GREEDY),
+        GenerationRequest(_user("The quick brown fox."), SamplingParams(max_tokens=6, seed=7), persona="bob"),
+    ]
     with _engine(model_and_tokenizer) as engine:
         alone = [engine.generate(r) for r in requests]
         engine.delete_conversation("c1")
@@ -94,10 +96,12 @@ def test_conversations_are_private_and_cannot_be_rewritten(model_and_tokenizer):
 def test_limits_and_bad_requests_are_refused_with_the_field(model_and_tokenizer):
     limits = EngineLimits(max_new_tokens=16, max_prompt_tokens=40)
     with _engine(model_and_tokenizer, limits=limits) as engine:
-        cases = [(GenerationRequest([], GREEDY), "messages"),
-                 (GenerationRequest(_user("hi"), SamplingParams(max_tokens=17)), "max_tokens"),
-                 (GenerationRequest(_user("hi"), GREEDY, persona="zed"), "persona"),
-                 (GenerationRequest([{"role": "robot", "content": "hi"}], GREEDY), "messages[0]")]
+        cases = [
+            (GenerationRequest([], GREEDY), "messages"),
+            (GenerationRequest(_user("hi"), SamplingParams(max_tokens=17)), "max_tokens"),
+            (GenerationRequest(_user("hi"), GREEDY, persona="zed"), "persona"),
+            (GenerationRequest([{"role": "robot", "content": "hi"}], GREEDY), "messages[0]"),
+        ]
         for request, param in cases:
             with pytest.raises(RequestError) as info:
                 engine.submit(request)

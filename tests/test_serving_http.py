@@ -39,9 +39,27 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MEMALIGN_PROGRESS": "0", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        command = [sys.executable, "-m", "memalign", "serve", "--model", "tiny:qwen3", "--served-name", "tiny",
-                   "--dtype", "fp32", "--memory", str(root / "memory.yaml"), "--personas", str(root / "personas"),
-                   "--port", str(self.port), "--max-tokens-limit", "600", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "memalign",
+            "serve",
+            "--model",
+            "tiny:qwen3",
+            "--served-name",
+            "tiny",
+            "--dtype",
+            "fp32",
+            "--memory",
+            str(root / "memory.yaml"),
+            "--personas",
+            str(root / "personas"),
+            "--port",
+            str(self.port),
+            "--max-tokens-limit",
+            "600",
+            *extra,
+        ]
         self.log = open(root / f"server-{self.port}.log", "wb")  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 90
@@ -93,9 +111,13 @@ def server(setup):
 
 
 def _ask(client, text: str, **kwargs):
-    return client.chat.completions.create(model=kwargs.pop("model", "tiny"),
-                                          messages=[{"role": "user", "content": text}],
-                                          max_tokens=kwargs.pop("max_tokens", 6), temperature=0, **kwargs)
+    return client.chat.completions.create(
+        model=kwargs.pop("model", "tiny"),
+        messages=[{"role": "user", "content": text}],
+        max_tokens=kwargs.pop("max_tokens", 6),
+        temperature=0,
+        **kwargs,
+    )
 
 
 def test_models_plain_streamed_and_persona_answers(server):
@@ -106,17 +128,23 @@ def test_models_plain_streamed_and_persona_answers(server):
     assert plain.object == "chat.completion" and plain.choices[0].message.role == "assistant"
     assert plain.choices[0].finish_reason in ("stop", "length") and plain.usage.completion_tokens <= 6
     assert plain.usage.total_tokens == plain.usage.prompt_tokens + plain.usage.completion_tokens
-    stream = client.chat.completions.create(model="tiny",
-                                            messages=[{"role": "user", "content": "The quick brown fox."}],
-                                            max_tokens=6, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "The quick brown fox."}],
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
     ann = _ask(client, "The quick brown fox.", extra_body={"persona": "ann"})
-    assert _ask(client, "The quick brown fox.", model="tiny:ann").choices[0].message.content == \
-        ann.choices[0].message.content
+    assert (
+        _ask(client, "The quick brown fox.", model="tiny:ann").choices[0].message.content
+        == ann.choices[0].message.content
+    )
     assert ann.choices[0].message.content != plain.choices[0].message.content
 
 
@@ -124,11 +152,15 @@ def test_two_personas_in_one_batch_answer_as_alone(server):
     import concurrent.futures
 
     client = server.client()
-    alone = {p: _ask(client, "I worry about things.", model=f"tiny:{p}", max_tokens=12).choices[0].message.content
-             for p in ("ann", "bob")}
+    alone = {
+        p: _ask(client, "I worry about things.", model=f"tiny:{p}", max_tokens=12).choices[0].message.content
+        for p in ("ann", "bob")
+    }
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        futures = {p: pool.submit(_ask, client, "I worry about things.", model=f"tiny:{p}", max_tokens=12)
-                   for p in ("ann", "bob", "ann", "bob")}
+        futures = {
+            p: pool.submit(_ask, client, "I worry about things.", model=f"tiny:{p}", max_tokens=12)
+            for p in ("ann", "bob", "ann", "bob")
+        }
         together = {p: f.result().choices[0].message.content for p, f in futures.items()}
     assert together == alone and alone["ann"] != alone["bob"]
 
@@ -151,21 +183,34 @@ def test_keys_personas_and_conversations_are_isolated(server):
     assert gone.json()["deleted"] is True
 
 
-@pytest.mark.parametrize(("body", "status", "param"), [
-    (b'{"model": "tiny", "messages": [', 400, None),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}', 400, "max_tokens"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": 3}]}', 400, "messages.0.content.str"),
-    (b'{"model": "tiny", "messages": []}', 400, "messages"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "persona": "zed"}', 400, "persona"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 601}', 400, "max_tokens"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": []}', 400, "tools"),
-    (b'{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}', 404, "model"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "conversation_id": "a/b"}', 400,
-     "conversation_id"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b'{"model": "tiny", "messages": [', 400, None),
+        (
+            b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}',
+            400,
+            "max_tokens",
+        ),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": 3}]}', 400, "messages.0.content.str"),
+        (b'{"model": "tiny", "messages": []}', 400, "messages"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "persona": "zed"}', 400, "persona"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 601}', 400, "max_tokens"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": []}', 400, "tools"),
+        (b'{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}', 404, "model"),
+        (
+            b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "conversation_id": "a/b"}',
+            400,
+            "conversation_id",
+        ),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_a_message(server, body, status, param):
-    reply = httpx.post(f"{server.url}/v1/chat/completions", content=body,
-                       headers={"Authorization": "Bearer root-key", "Content-Type": "application/json"})
+    reply = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": "Bearer root-key", "Content-Type": "application/json"},
+    )
     assert reply.status_code == status
     error = reply.json()["error"]
     assert error["message"] and error["type"] and "Traceback" not in reply.text
@@ -184,8 +229,13 @@ def test_conversation_survives_kill_9_in_the_middle_of_a_streamed_answer(server,
     client = server.client()
     first = _ask(client, "The pass key is 12345. Remember it.", extra_body={"conversation_id": "long"})
     stream = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "I am the life of the party."}], max_tokens=600,
-        temperature=0, stream=True, extra_body={"conversation_id": "long"})
+        model="tiny",
+        messages=[{"role": "user", "content": "I am the life of the party."}],
+        max_tokens=600,
+        temperature=0,
+        stream=True,
+        extra_body={"conversation_id": "long"},
+    )
     next(iter(stream))  # the answer has started
     server.kill()
     folder = setup / "state" / "conversations" / "long"
@@ -196,8 +246,10 @@ def test_conversation_survives_kill_9_in_the_middle_of_a_streamed_answer(server,
         headers = {"Authorization": "Bearer root-key"}
         held = httpx.get(f"{restarted.url}/v1/conversations/long", headers=headers).json()
         assert held["turns"] in (1, 2)  # the interrupted turn is wholly there or wholly absent
-        assert held["messages"][:2] == [{"role": "user", "content": "The pass key is 12345. Remember it."},
-                                        {"role": "assistant", "content": first.choices[0].message.content}]
+        assert held["messages"][:2] == [
+            {"role": "user", "content": "The pass key is 12345. Remember it."},
+            {"role": "assistant", "content": first.choices[0].message.content},
+        ]
         assert len(held["messages"]) == 2 * held["turns"]
         after = _ask(restarted.client(), "Remember it.", extra_body={"conversation_id": "long"})
         # only the new turn was fed (fewer tokens than the first message alone): the history came from disk

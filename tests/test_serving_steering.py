@@ -22,8 +22,16 @@ def random_steering(model: torch.nn.Module, seed: int, positions: str = "all", a
     picked = [heads[i] for i in torch.randperm(len(heads), generator=gen)[:3].tolist()]
     directions = torch.randn(len(picked), spec.head_dim, generator=gen)
     directions /= directions.norm(dim=-1, keepdim=True)
-    return Steering(tuple(picked), directions, torch.rand(len(picked), generator=gen) + 0.5, alpha, spec.num_layers,
-                    spec.num_heads, spec.head_dim, positions)
+    return Steering(
+        tuple(picked),
+        directions,
+        torch.rand(len(picked), generator=gen) + 0.5,
+        alpha,
+        spec.num_layers,
+        spec.num_heads,
+        spec.head_dim,
+        positions,
+    )
 
 
 def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -33,8 +41,11 @@ def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> 
 @pytest.mark.parametrize("kind", ["qwen3", "llama"])
 def test_three_rows_with_three_personas_equal_three_runs_alone(kind):
     model = tiny_model(kind)
-    personas = {"ann": random_steering(model, 1), "bob": random_steering(model, 2, positions="generated"),
-                "cat": random_steering(model, 3, alpha=-4.0)}
+    personas = {
+        "ann": random_steering(model, 1),
+        "bob": random_steering(model, 2, positions="generated"),
+        "cat": random_steering(model, 3, alpha=-4.0),
+    }
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, 500, (n,), generator=gen) for n in (7, 5, 9)]
     alone = []
@@ -46,7 +57,7 @@ def test_three_rows_with_three_personas_equal_three_runs_alone(kind):
     ids = torch.zeros(3, width, dtype=torch.long)
     mask = torch.zeros(3, width, dtype=torch.long)
     for i, prompt in enumerate(prompts):
-        ids[i, width - len(prompt):], mask[i, width - len(prompt):] = prompt, 1
+        ids[i, width - len(prompt) :], mask[i, width - len(prompt) :] = prompt, 1
     rows = RowSteering(personas)
     with rows.apply(model):
         rows.select(list(personas))

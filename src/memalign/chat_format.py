@@ -33,16 +33,16 @@ def _fold_system(messages: Sequence[Message]) -> list[Message]:
     return rest
 
 
-def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *,
-                add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, add_generation_prompt: bool = True
+) -> str:
     """The prompt text of ``messages`` (special tokens included where the template puts them)."""
     if not messages:
         return ""
     if not tokenizer.chat_template:
         text = "\n\n".join(m["content"] for m in messages)
         return text + ("\n\n" if add_generation_prompt else "")
-    kwargs: dict[str, Any] = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
-                                  enable_thinking=False)
+    kwargs: dict[str, Any] = dict(tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=False)
     try:
         return tokenizer.apply_chat_template(list(messages), **kwargs)
     except Exception:  # jinja2's TemplateError for "system role not supported"; retry only that case
@@ -51,8 +51,9 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message],
         return tokenizer.apply_chat_template(_fold_system(messages), **kwargs)
 
 
-def chat_input_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *,
-                   add_generation_prompt: bool = True) -> list[int]:
+def chat_input_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, add_generation_prompt: bool = True
+) -> list[int]:
     """Token ids of :func:`render_chat`.
 
     The rendered text already holds BOS and other special tokens where the template wants them, so the

@@ -31,8 +31,10 @@ from memalign.registry import Registry
 
 # attn_type -> the EMConfig fields that define it (names and spellings of the reference).
 ATTENTION_TYPES: Registry[dict[str, Any]] = Registry(
-    "attn_type", normalize=lambda name: name.lower().replace("-", "_"),
-    hint="(or origin / full / none for unchanged attention)")
+    "attn_type",
+    normalize=lambda name: name.lower().replace("-", "_"),
+    hint="(or origin / full / none for unchanged attention)",
+)
 ATTENTION_TYPES.add("em_llm", {}, aliases=("emllm",))
 ATTENTION_TYPES.add("inf_llm", {"segmentation": "uniform"}, aliases=("infllm",))
 ATTENTION_TYPES.add("stream_llm", {"n_mem": 0}, aliases=("streaming",))
@@ -40,11 +42,34 @@ _FULL_ATTENTION = {"origin", "full", "none"}
 
 # Options of the reference that only configure its plumbing (GPU slot pools, offload thresholds, streams).
 _IGNORED = {
-    "type", "path", "max_cached_block", "min_free_cpu_memory", "disk_offload_threshold", "vector_offload_threshold",
-    "async_global_stream", "pin_memory", "perhead", "block_similarity_topk", "infini_attention", "use_hf_acc",
-    "attn_implementation", "tokenizer_path", "allow_disk_offload", "disk_offload_dir", "vector_offload",
-    "world_size", "fattn", "faiss", "chunk_topk_calc", "cache_strategy", "score_decay", "compute_ppl",
-    "return_block_size", "logging", "verbose", "topk",
+    "type",
+    "path",
+    "max_cached_block",
+    "min_free_cpu_memory",
+    "disk_offload_threshold",
+    "vector_offload_threshold",
+    "async_global_stream",
+    "pin_memory",
+    "perhead",
+    "block_similarity_topk",
+    "infini_attention",
+    "use_hf_acc",
+    "attn_implementation",
+    "tokenizer_path",
+    "allow_disk_offload",
+    "disk_offload_dir",
+    "vector_offload",
+    "world_size",
+    "fattn",
+    "faiss",
+    "chunk_topk_calc",
+    "cache_strategy",
+    "score_decay",
+    "compute_ppl",
+    "return_block_size",
+    "logging",
+    "verbose",
+    "topk",
 }
 # Options whose effect memalign reproduces with the model's own rotary module instead.
 _ROPE = {"base", "distance_scale"}
@@ -71,8 +96,10 @@ def em_config_from_reference(**kwargs: Any) -> EMConfig:
             fields[name] = kw.pop(name)  # EMConfig checks the type: 32.5 or "32" is refused, not rounded
     chunk, alias = kw.pop("exc_block_size", None), kw.pop("chunk_size", None)
     if chunk is not None and alias is not None and chunk != alias:
-        raise ConfigError(f"patch_hf got exc_block_size={chunk!r} and chunk_size={alias!r}; they are the same "
-                          "setting (the prefill chunk), pass one")
+        raise ConfigError(
+            f"patch_hf got exc_block_size={chunk!r} and chunk_size={alias!r}; they are the same "
+            "setting (the prefill chunk), pass one"
+        )
     chunk = chunk if chunk is not None else alias
     n_local = fields.get("n_local", EMConfig.n_local)
     # Defaults scale with a small window; a bad n_local is left for EMConfig to name.
@@ -111,12 +138,16 @@ def em_config_from_reference(**kwargs: Any) -> EMConfig:
         if key in kw:
             contiguity[key] = kw.pop(key)
     if _flag(contiguity, "use_contiguity_buffer"):
-        fields["contiguity_fraction"] = _contiguity_fraction(contiguity.get("contiguity_buffer_size", 0.3),
-                                                             fields["n_mem"])
+        fields["contiguity_fraction"] = _contiguity_fraction(
+            contiguity.get("contiguity_buffer_size", 0.3), fields["n_mem"]
+        )
     rope_opts = _ROPE & set(kw)
     if rope_opts:
-        warnings.warn(f"ignoring {sorted(rope_opts)}: memalign takes RoPE from the model's own rotary module "
-                      "(keeps llama3/yarn/longrope scaling)", stacklevel=3)
+        warnings.warn(
+            f"ignoring {sorted(rope_opts)}: memalign takes RoPE from the model's own rotary module "
+            "(keeps llama3/yarn/longrope scaling)",
+            stacklevel=3,
+        )
     for key in rope_opts | (_IGNORED & set(kw)):
         kw.pop(key)
     if kw:
@@ -130,8 +161,9 @@ def _contiguity_fraction(size: Any, n_mem: Any) -> float:
     if size < 1:
         return float(size)
     if not isinstance(n_mem, int) or isinstance(n_mem, bool) or size >= n_mem:
-        raise ConfigError(f"patch_hf contiguity_buffer_size={size!r} tokens must be below n_mem={n_mem!r} "
-                          "(or a share of it below 1)")
+        raise ConfigError(
+            f"patch_hf contiguity_buffer_size={size!r} tokens must be below n_mem={n_mem!r} (or a share of it below 1)"
+        )
     return size / n_mem
 
 

@@ -38,8 +38,9 @@ def read_data_file(path: str | Path, what: str) -> tuple[str, str]:
     try:
         text = data.decode("utf-8-sig")  # a BOM (Excel's CSV export) would otherwise hide the first column name
     except UnicodeDecodeError as exc:
-        raise DataError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
-                        "save it as UTF-8") from None
+        raise DataError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
     if "\x00" in text:
         raise DataError(f"{what} {path} contains NUL bytes: not a text file")
     return text, hashlib.sha256(data).hexdigest()
@@ -69,17 +70,21 @@ def csv_rows(text: str, path: Path) -> tuple[list[str], list[tuple[str, dict[str
                     seen.add(name)
                 continue
             if len(fields) != len(header):
-                raise DataError(f"{where}: {len(fields)} fields but the header has {len(header)} (a cut-off or "
-                                "malformed row; quote values that contain commas)")
+                raise DataError(
+                    f"{where}: {len(fields)} fields but the header has {len(header)} (a cut-off or "
+                    "malformed row; quote values that contain commas)"
+                )
             rows.append((where, dict(zip(header, fields, strict=True))))
     except csv.Error as exc:
         raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
     if header is None:
         raise DataError(f"{path} is empty")
     if rows and not text.endswith(("\n", "\r")) and not rows[-1][1][header[-1]].strip():
-        raise DataError(f"{rows[-1][0]}: the file ends in the middle of this row (no final newline after an "
-                        "empty field), so it looks cut off; write 0 for a missing answer and end the file with "
-                        "a newline")
+        raise DataError(
+            f"{rows[-1][0]}: the file ends in the middle of this row (no final newline after an "
+            "empty field), so it looks cut off; write 0 for a missing answer and end the file with "
+            "a newline"
+        )
     return header, rows
 
 

@@ -43,11 +43,13 @@ class DuplicateNameError(MemalignError, ValueError):
 
 # -- reports (bench and persona tables, statistics, plots) ----------------------------------------------
 
+
 class MissingExtraError(MemalignError, ImportError):
     """An optional dependency (scipy, matplotlib: the ``eval`` extra) is needed and not installed."""
 
 
 # -- serving (memalign serve: the OpenAI-compatible server) ----------------------------------------------
+
 
 class RequestError(MemalignError, ValueError):
     """A request to the server is malformed or asks for what it may not; ``status`` is the HTTP status it
@@ -84,7 +86,9 @@ class ConflictError(RequestError):
 
     status, code = 409, "conflict"
 
+
 # -- episodic memory (event store tiers) ------------------------------------------------------------------
+
 
 class OffloadError(MemalignError, OSError):
     """Event K/V could not be moved to (or kept within) a storage tier: disk full, directory unwritable,

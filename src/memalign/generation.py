@@ -36,8 +36,14 @@ def _streamer(tokenizer: PreTrainedTokenizerBase, stream: Stream) -> TextStreame
 class ChatSession:
     """Keeps the conversation; each ``ask`` re-encodes it (memory-backed chat reuses a cache instead)."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, system: str | None = None,
-                 max_new_tokens: int = 256, **generate_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        **generate_kwargs: Any,
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         self.max_new_tokens = max_new_tokens
@@ -49,10 +55,15 @@ class ChatSession:
         self.messages.append({"role": "user", "content": question})
         input_ids = torch.tensor([chat_input_ids(self.tokenizer, self.messages)], device=self.model.device)
         streamer = _streamer(self.tokenizer, stream)
-        output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                     max_new_tokens=self.max_new_tokens, streamer=streamer,
-                                     pad_token_id=self.tokenizer.pad_token_id, **self.generate_kwargs)
-        answer = self.tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
+        output = self.model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=self.max_new_tokens,
+            streamer=streamer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **self.generate_kwargs,
+        )
+        answer = self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
         self.messages.append({"role": "assistant", "content": answer})
         return answer
 
@@ -86,8 +97,9 @@ class MemoryChatSession:
 
     _SENTINEL = "\x00memalign-answer\x00"
 
-    def __init__(self, memory: Any, tokenizer: PreTrainedTokenizerBase, system: str | None = None,
-                 max_new_tokens: int = 256) -> None:
+    def __init__(
+        self, memory: Any, tokenizer: PreTrainedTokenizerBase, system: str | None = None, max_new_tokens: int = 256
+    ) -> None:
         self.memory, self.tokenizer, self.max_new_tokens = memory, tokenizer, max_new_tokens
         self.cache = memory.new_cache()
         self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -122,8 +134,9 @@ class MemoryChatSession:
 
     def read(self, document: str, progress: Any = None) -> int:
         """Put a document into memory as a user turn acknowledged by the assistant; returns its tokens."""
-        self.messages.append({"role": "user",
-                              "content": f"Read the following document; I will ask questions about it.\n\n{document}"})
+        self.messages.append(
+            {"role": "user", "content": f"Read the following document; I will ask questions about it.\n\n{document}"}
+        )
         self.messages.append({"role": "assistant", "content": "I have read the document."})
         ids = self._encode(self._delta_text(generation_prompt=False))
         self._pending_close = ""
@@ -137,8 +150,13 @@ class MemoryChatSession:
         self.messages.append({"role": "user", "content": question})
         ids = self._encode(self._delta_text(generation_prompt=True))
         streamer = _streamer(self.tokenizer, stream)
-        new = self.memory.generate(torch.tensor([ids]), max_new_tokens=self.max_new_tokens, cache=self.cache,
-                                   eos_token_id=sorted(self.eos), streamer=streamer)[0].tolist()
+        new = self.memory.generate(
+            torch.tensor([ids]),
+            max_new_tokens=self.max_new_tokens,
+            cache=self.cache,
+            eos_token_id=sorted(self.eos),
+            streamer=streamer,
+        )[0].tolist()
         self.last_generated = new
         self.fed_ids.extend(ids + new[:-1])  # the last token is fed at the start of the next turn
         answer = self.tokenizer.decode(new, skip_special_tokens=True).strip()
@@ -156,6 +174,5 @@ class MemoryChatSession:
         if generated and generated[-1] in self.eos:
             eos_text = self.tokenizer.decode([generated[-1]])
             if closing.startswith(eos_text):
-                closing = closing[len(eos_text):]
+                closing = closing[len(eos_text) :]
         return closing
-

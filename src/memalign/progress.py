@@ -21,8 +21,9 @@ Advance = Callable[[float], None]
 class ProgressReporter(Protocol):
     def status(self, message: str) -> AbstractContextManager[None]: ...
 
-    def progress_bar(self, description: str, total: float | None, unit: str = "it",
-                     extra: Callable[[], str] | None = None) -> AbstractContextManager[Advance]: ...
+    def progress_bar(
+        self, description: str, total: float | None, unit: str = "it", extra: Callable[[], str] | None = None
+    ) -> AbstractContextManager[Advance]: ...
 
 
 class LoggingReporter:
@@ -34,8 +35,9 @@ class LoggingReporter:
         yield
 
     @contextmanager
-    def progress_bar(self, description: str, total: float | None, unit: str = "it",
-                     extra: Callable[[], str] | None = None) -> Iterator[Advance]:
+    def progress_bar(
+        self, description: str, total: float | None, unit: str = "it", extra: Callable[[], str] | None = None
+    ) -> Iterator[Advance]:
         logger.info("%s (%s %s)", description, "?" if total is None else f"{total:g}", unit)
         yield lambda n: None
 
@@ -55,7 +57,8 @@ def status(message: str) -> AbstractContextManager[None]:
     return _reporter.status(message)
 
 
-def progress_bar(description: str, total: float | None, unit: str = "it",
-                 extra: Callable[[], str] | None = None) -> AbstractContextManager[Advance]:
+def progress_bar(
+    description: str, total: float | None, unit: str = "it", extra: Callable[[], str] | None = None
+) -> AbstractContextManager[Advance]:
     """Yield ``advance(n)`` for a counted loop (a bar in the CLI); ``unit="B"`` counts bytes."""
     return _reporter.progress_bar(description, total, unit, extra)

@@ -29,8 +29,7 @@ class Registry(Mapping[str, T], Generic[T]):
     canonical names in registration order; aliases resolve but are not listed.
     """
 
-    def __init__(self, kind: str, *, normalize: Callable[[str], str] | None = None,
-                 hint: str = "") -> None:
+    def __init__(self, kind: str, *, normalize: Callable[[str], str] | None = None, hint: str = "") -> None:
         self.kind = kind
         self.hint = hint
         self._normalize = normalize or _identity
@@ -61,8 +60,9 @@ class Registry(Mapping[str, T], Generic[T]):
     def resolve(self, name: str) -> str:
         """The canonical name for ``name`` or one of its aliases."""
         if not isinstance(name, str):
-            raise UnknownNameError(f"{self.kind} name must be a string, got {type(name).__name__}; "
-                                   f"known: {', '.join(self._entries)}")
+            raise UnknownNameError(
+                f"{self.kind} name must be a string, got {type(name).__name__}; known: {', '.join(self._entries)}"
+            )
         try:
             return self._keys[self._normalize(name)]
         except KeyError:

@@ -49,31 +49,51 @@ def _cfg(cls: type[PretrainedConfig], **overrides: Any) -> Callable[[], Pretrain
     return lambda: cls(**{**_COMMON, **overrides})
 
 
-TINY_CONFIGS: Registry[Callable[[], PretrainedConfig]] = Registry(
-    "tiny model kind", hint="(use tiny:<kind>)"
-)
+TINY_CONFIGS: Registry[Callable[[], PretrainedConfig]] = Registry("tiny model kind", hint="(use tiny:<kind>)")
 # head_dim 32 x 4 heads = 128 != hidden 64, as in real Qwen3 (16 x 128 != 1024).
 TINY_CONFIGS.add("qwen3", _cfg(Qwen3Config, head_dim=32))
-TINY_CONFIGS.add("qwen3_moe", _cfg(
-    Qwen3MoeConfig, head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-    decoder_sparse_step=1, mlp_only_layers=[],
-))
-TINY_CONFIGS.add("llama", _cfg(
-    LlamaConfig,
-    rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
-    },
-))
+TINY_CONFIGS.add(
+    "qwen3_moe",
+    _cfg(
+        Qwen3MoeConfig,
+        head_dim=32,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+    ),
+)
+TINY_CONFIGS.add(
+    "llama",
+    _cfg(
+        LlamaConfig,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ),
+)
 TINY_CONFIGS.add("mistral", _cfg(MistralConfig, sliding_window=None))
 TINY_CONFIGS.add("qwen2", _cfg(Qwen2Config))
 TINY_CONFIGS.add("phi3", _cfg(Phi3Config))
 TINY_CONFIGS.add("phi3_partial", _cfg(Phi3Config, partial_rotary_factor=0.5))
 # 6 layers: five sliding-window layers then one global, as Gemma3's 5:1 pattern.
-TINY_CONFIGS.add("gemma3_text", _cfg(
-    Gemma3TextConfig, head_dim=32, num_hidden_layers=6, num_key_value_heads=1, sliding_window=16,
-    query_pre_attn_scalar=32,
-))
+TINY_CONFIGS.add(
+    "gemma3_text",
+    _cfg(
+        Gemma3TextConfig,
+        head_dim=32,
+        num_hidden_layers=6,
+        num_key_value_heads=1,
+        sliding_window=16,
+        query_pre_attn_scalar=32,
+    ),
+)
 
 TINY_KINDS: tuple[str, ...] = tuple(TINY_CONFIGS)
 
@@ -83,8 +103,9 @@ def tiny_config(kind: str) -> PretrainedConfig:
     return TINY_CONFIGS[kind]()
 
 
-def tiny_model(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32,
-               attn_implementation: str = "sdpa") -> PreTrainedModel:
+def tiny_model(
+    kind: str, seed: int = 0, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+) -> PreTrainedModel:
     """A random-init ``*ForCausalLM`` of the given kind, in eval mode, deterministic for a seed."""
     config = tiny_config(kind)
     torch.manual_seed(seed)
@@ -120,12 +141,17 @@ def tiny_tokenizer(vocab_size: int = TINY_VOCAB) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     fast.chat_template = _CHATML
@@ -141,9 +167,16 @@ def write_tiny_qwen3_gguf(path: str | Path, seed: int = 0) -> tuple[Path, PreTra
     import gguf
     import numpy as np
 
-    config = Qwen3Config(**{**_COMMON, "hidden_size": 128, "head_dim": 128, "num_attention_heads": 2,
-                            "num_key_value_heads": 1, "rope_parameters": {"rope_type": "default",
-                                                                           "rope_theta": 1000000.0}})
+    config = Qwen3Config(
+        **{
+            **_COMMON,
+            "hidden_size": 128,
+            "head_dim": 128,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        }
+    )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     tokenizer = tiny_tokenizer(config.vocab_size)
@@ -188,11 +221,16 @@ def write_tiny_qwen3_gguf(path: str | Path, seed: int = 0) -> tuple[Path, PreTra
         "lm_head.weight": "output.weight",
     }
     per_layer = {
-        "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-        "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
-        "input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-        "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight",
     }
     for i in range(config.num_hidden_layers):

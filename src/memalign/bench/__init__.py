@@ -8,7 +8,21 @@ from memalign.bench.runner import RunConfig, run_records, run_sweep
 from memalign.bench.tasks import TASKS, TaskContext, get_task, list_tasks
 
 __all__ = [
-    "METHODS", "METRICS", "TASKS", "Budget", "Method", "Record", "RunConfig", "TaskContext", "get_metric",
-    "get_task", "list_tasks", "make_method", "read_records", "run_records", "run_sweep", "score_prediction",
+    "METHODS",
+    "METRICS",
+    "TASKS",
+    "Budget",
+    "Method",
+    "Record",
+    "RunConfig",
+    "TaskContext",
+    "get_metric",
+    "get_task",
+    "list_tasks",
+    "make_method",
+    "read_records",
+    "run_records",
+    "run_sweep",
+    "score_prediction",
     "write_records",
 ]

@@ -10,9 +10,18 @@ from memalign.bench.records import Record, write_records
 from memalign.bench.tasks.base import TaskContext, get_task
 
 
-def export_records(tasks: list[str], lengths: list[int], model: str, out: Path, *, samples: int = 5, seed: int = 0,
-                   haystack: Path | None = None, data_dir: Path | None = None,
-                   depths: tuple[float, ...] | None = None) -> int:
+def export_records(
+    tasks: list[str],
+    lengths: list[int],
+    model: str,
+    out: Path,
+    *,
+    samples: int = 5,
+    seed: int = 0,
+    haystack: Path | None = None,
+    data_dir: Path | None = None,
+    depths: tuple[float, ...] | None = None,
+) -> int:
     """Records of every task x length, each with ``input_ids``, ``context_len`` and ``length`` added."""
     from transformers import AutoTokenizer
 
@@ -33,7 +42,14 @@ def export_records(tasks: list[str], lengths: list[int], model: str, out: Path, 
             for record in get_task(task).records(ctx, length, samples, seed):
                 prompt = encode(tokenizer, record)
                 records.append(record)
-                extras.append({"input_ids": prompt.input_ids, "context_len": prompt.context_len, "length": length,
-                               "seed": seed, "model": model})
+                extras.append(
+                    {
+                        "input_ids": prompt.input_ids,
+                        "context_len": prompt.context_len,
+                        "length": length,
+                        "seed": seed,
+                        "model": model,
+                    }
+                )
     write_records(out, records, extras)
     return len(records)

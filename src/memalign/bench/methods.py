@@ -51,8 +51,10 @@ class Budget:
         if self.chunk_size == 0:
             raise ConfigError("budget chunk_size must be > 0")
         if self.n_local < self.chunk_size:
-            raise ConfigError(f"budget n_local ({self.n_local}) must be >= chunk_size ({self.chunk_size}): "
-                              "each chunk's queries attend their own chunk through the local window")
+            raise ConfigError(
+                f"budget n_local ({self.n_local}) must be >= chunk_size ({self.chunk_size}): "
+                "each chunk's queries attend their own chunk through the local window"
+            )
 
     @property
     def total(self) -> int:
@@ -73,8 +75,9 @@ class Method(ABC):
     uses_budget: bool = True
 
     @abstractmethod
-    def generate(self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int,
-                 stop_ids: set[int]) -> list[int]:
+    def generate(
+        self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, stop_ids: set[int]
+    ) -> list[int]:
         """New token ids (the stop token excluded)."""
 
     def config(self) -> dict[str, Any]:
@@ -104,14 +107,20 @@ class FullAttention(Method):
         return {"name": self.name, "prefill_chunk": self.prefill_chunk}
 
     @torch.inference_mode()
-    def generate(self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int,
-                 stop_ids: set[int]) -> list[int]:
-        config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                                  prefill_chunk_size=self.prefill_chunk, eos_token_id=sorted(stop_ids),
-                                  pad_token_id=0)
+    def generate(
+        self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, stop_ids: set[int]
+    ) -> list[int]:
+        config = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            prefill_chunk_size=self.prefill_chunk,
+            eos_token_id=sorted(stop_ids),
+            pad_token_id=0,
+        )
         with _only_this_generation_config(model, config):
             out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
-        return _truncate_at_stop([int(t) for t in out[0, input_ids.shape[1]:].tolist()], stop_ids)
+        return _truncate_at_stop([int(t) for t in out[0, input_ids.shape[1] :].tolist()], stop_ids)
 
 
 @contextmanager
@@ -149,8 +158,7 @@ class MemoryMethod(Method):
         else:
             sizes = {"n_init": b.n_init, "n_local": b.n_local, "n_mem": b.n_mem}
         distance = {} if b.memory_distance is None else {"memory_distance": b.memory_distance}
-        return {**sizes, "chunk_size": b.chunk_size, **distance, "last_token_alone": b.last_token_alone,
-                **self.fields}
+        return {**sizes, "chunk_size": b.chunk_size, **distance, "last_token_alone": b.last_token_alone, **self.fields}
 
     def em_config(self) -> EMConfig:
         return EMConfig(**self.em_fields())
@@ -159,8 +167,9 @@ class MemoryMethod(Method):
         return {"name": self.name, "budget": asdict(self.budget), "em_config": self.em_fields()}
 
     @torch.inference_mode()
-    def generate(self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int,
-                 stop_ids: set[int]) -> list[int]:
+    def generate(
+        self, model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, stop_ids: set[int]
+    ) -> list[int]:
         with EpisodicMemory(model, self.em_config()) as mem:
             cache, logits = mem.prefill(input_ids)
             # What the query that produces the first answer token could see, per memory layer.
@@ -188,12 +197,15 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method", hint="(`memalign bench methods` lists them)")
 
 
-def register_method(name: str, description: str, *, uses_budget: bool = True) -> Callable[[MethodFactory],
-                                                                                          MethodFactory]:
+def register_method(
+    name: str, description: str, *, uses_budget: bool = True
+) -> Callable[[MethodFactory], MethodFactory]:
     """Decorator: register a method factory under ``name``; a taken name raises at import time."""
+
     def deco(factory: MethodFactory) -> MethodFactory:
         METHODS.add(name, MethodSpec(factory, description, uses_budget))
         return factory
+
     return deco
 
 
@@ -227,8 +239,11 @@ def _streaming(budget: Budget) -> Method:
 
 @register_method("infllm", "InfLLM: fixed 128-token blocks, top-k blocks by representative keys")
 def _infllm(budget: Budget) -> Method:
-    return MemoryMethod("infllm", budget, {"segmentation": "uniform", "max_block_size": 128, "refinement": None,
-                                            "contiguity_fraction": 0.0})
+    return MemoryMethod(
+        "infllm",
+        budget,
+        {"segmentation": "uniform", "max_block_size": 128, "refinement": None, "contiguity_fraction": 0.0},
+    )
 
 
 @register_method("em-llm", "EM-LLM_S: surprise-segmented events, similarity retrieval")
@@ -248,5 +263,8 @@ def _em_contiguity(budget: Budget) -> Method:
 
 @register_method("em-llm+refine+contiguity", "EM-LLM_SM+C: refinement and contiguity buffer")
 def _em_refine_contiguity(budget: Budget) -> Method:
-    return MemoryMethod("em-llm+refine+contiguity", budget,
-                        {**_SURPRISE, "refinement": "modularity", "contiguity_fraction": _CONTIGUITY})
+    return MemoryMethod(
+        "em-llm+refine+contiguity",
+        budget,
+        {**_SURPRISE, "refinement": "modularity", "contiguity_fraction": _CONTIGUITY},
+    )

@@ -53,6 +53,7 @@ def score_prediction(metric: str, prediction: str, answers: Sequence[Any], meta:
 
 # ---- RULER ---------------------------------------------------------------------------------------
 
+
 def _ruler_clean(prediction: str) -> str:
     return re.sub(r"[\x00-\x1f]", "\n", prediction.strip()).strip()
 
@@ -70,6 +71,7 @@ def string_match_part(prediction: str, answers: Sequence[Any], meta: dict[str, A
 
 
 # ---- passkey / InfiniteBench retrieval ------------------------------------------------------------
+
 
 def first_int(prediction: str) -> str:
     """The first maximal run of digits ("" if none): InfiniteBench's ``first_int_match``."""
@@ -124,7 +126,7 @@ def _choice_one(pred: str, label: str) -> float:
             continue
         if len(pred) < idx + len(prefix) + 1:
             return 0.0
-        after = pred[idx + len(prefix) + 1:]
+        after = pred[idx + len(prefix) + 1 :]
         return float(any(after.startswith(s) for s in label))
     for word in pred.split():
         if word in "ABCD":
@@ -151,7 +153,7 @@ def code_debug(prediction: str, answers: Sequence[Any], meta: dict[str, Any]) ->
                 continue
             if len(text) < idx + len(prefix) + 1:
                 return False, text
-            text = text[idx + len(prefix) + 1:]
+            text = text[idx + len(prefix) + 1 :]
             return any(text.startswith(s) for s in (letter, fn_name)), text
         return None, text
 
@@ -163,6 +165,7 @@ def code_debug(prediction: str, answers: Sequence[Any], meta: dict[str, Any]) ->
 
 
 # ---- LongBench v1 ---------------------------------------------------------------------------------
+
 
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower case, drop punctuation and articles, squeeze whitespace."""
@@ -264,6 +267,7 @@ def _digit_hits(prediction: str, target: str) -> float:
 @register_metric("retrieval")
 def retrieval(prediction: str, answers: Sequence[Any], meta: dict[str, Any]) -> float:
     """LongBench passage_retrieval_en: share of the numbers in the prediction equal to the gold paragraph."""
+
     def one(gt: str) -> float:
         found = re.findall(r"Paragraph (\d+)", gt)
         if not found:
@@ -298,6 +302,7 @@ def code_sim(prediction: str, answers: Sequence[Any], meta: dict[str, Any]) -> f
 
 
 # ---- needle in a haystack -------------------------------------------------------------------------
+
 
 def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()

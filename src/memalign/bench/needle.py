@@ -22,8 +22,9 @@ from memalign.bench.records import Record
 Span = tuple[int, int]
 
 
-def answer_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record,
-                       prompt: EncodedPrompt) -> list[list[Span]] | None:
+def answer_token_spans(
+    tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt
+) -> list[list[Span]] | None:
     """Per gold answer, the token ranges ``[a, b)`` of its verbatim occurrences in the context.
 
     ``None`` when it cannot be said exactly: an answer that does not occur verbatim in the context
@@ -41,8 +42,9 @@ def _verbatim(text: str) -> re.Pattern[str]:
     return re.compile(r"(?<![0-9A-Za-z])" + re.escape(text) + r"(?![0-9A-Za-z])")
 
 
-def text_token_spans(tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt,
-                     texts: list[str]) -> list[list[Span]] | None:
+def text_token_spans(
+    tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt, texts: list[str]
+) -> list[list[Span]] | None:
     """Per text, the token ranges of its verbatim occurrences in the record's context (an empty list
     for a text that does not occur). ``None`` when positions cannot be mapped onto ``prompt`` (slow
     tokenizer, truncated or differently tokenised prompt). One tokenisation serves every text."""
@@ -94,6 +96,8 @@ def answer_attended(answers: list[list[Span]], attended_per_layer: list[list[Spa
     """Fraction of layers in which every answer has at least one occurrence fully attended."""
     if not attended_per_layer:
         return None
-    hits = sum(all(any(covered(s, attended) for s in occurrences) for occurrences in answers)
-               for attended in attended_per_layer)
+    hits = sum(
+        all(any(covered(s, attended) for s in occurrences) for occurrences in answers)
+        for attended in attended_per_layer
+    )
     return hits / len(attended_per_layer)

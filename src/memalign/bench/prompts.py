@@ -39,8 +39,10 @@ def render(tokenizer: PreTrainedTokenizerBase, record: Record) -> tuple[str, str
         text = render_chat(tokenizer, single_turn(record.context + _SENTINEL + record.question))
         head, sep, tail = text.partition(_SENTINEL)
         if not sep:
-            raise ConfigError("the model's chat template dropped part of the user message, so the prompt cannot be "
-                              "split into context and question; use a model whose template keeps the message")
+            raise ConfigError(
+                "the model's chat template dropped part of the user message, so the prompt cannot be "
+                "split into context and question; use a model whose template keeps the message"
+            )
         return head, tail + record.answer_prefix, False
     # Raw prompts (no chat turn to separate them): one space between a question and an answer prefix.
     glue = " " if record.answer_prefix and record.question and not record.question[-1].isspace() else ""
@@ -65,6 +67,6 @@ def truncate_middle(prompt: EncodedPrompt, max_tokens: int) -> EncodedPrompt:
     if max_tokens <= 0 or len(prompt) <= max_tokens:
         return prompt
     half = max_tokens // 2
-    ids = prompt.input_ids[:half] + prompt.input_ids[len(prompt) - (max_tokens - half):]
+    ids = prompt.input_ids[:half] + prompt.input_ids[len(prompt) - (max_tokens - half) :]
     dropped = len(prompt) - max_tokens
     return EncodedPrompt(ids, max(0, min(prompt.context_len - dropped, len(ids))))

@@ -50,8 +50,11 @@ class Record:
             raise DataError("record has an empty task name (or one that is not a string)")
         if not isinstance(self.answer, list) or not self.answer:
             raise DataError(f"{where}: answer must be a non-empty list")
-        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) \
-                or self.max_new_tokens <= 0:
+        if (
+            not isinstance(self.max_new_tokens, int)
+            or isinstance(self.max_new_tokens, bool)
+            or self.max_new_tokens <= 0
+        ):
             raise DataError(f"{where}: max_new_tokens must be an integer > 0, got {self.max_new_tokens!r}")
         for name in ("context", "question", "answer_prefix", "metric", "id"):
             if not isinstance(getattr(self, name), str):
@@ -89,8 +92,13 @@ def write_records(path: str | Path, records: Iterable[Record], extra: Iterable[d
 
 
 def _open_error(path: Path, exc: OSError) -> DataError:
-    reason = "does not exist" if isinstance(exc, FileNotFoundError) else \
-        "is a folder, not a file" if isinstance(exc, IsADirectoryError) else exc.strerror or str(exc)
+    reason = (
+        "does not exist"
+        if isinstance(exc, FileNotFoundError)
+        else "is a folder, not a file"
+        if isinstance(exc, IsADirectoryError)
+        else exc.strerror or str(exc)
+    )
     return DataError(f"{path}: {reason}")
 
 
@@ -106,8 +114,9 @@ def _parse_line(path: Path, lineno: int, raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line); "
-                        "save the file as UTF-8 JSON lines") from None
+        raise DataError(
+            f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line); save the file as UTF-8 JSON lines"
+        ) from None
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -148,10 +157,13 @@ def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
             rows.append(_parse_line(path, lineno, raw))
         except DataError as exc:
             if k < len(lines) - 1:
-                raise DataError(f"{exc}; only the last line may be cut off by an interrupted run, so this "
-                                "file is damaged: repair or delete that line") from None
-            logger.warning("%s:%d: dropped a cut-off last line (an interrupted write); its item is redone",
-                           path, lineno)
+                raise DataError(
+                    f"{exc}; only the last line may be cut off by an interrupted run, so this "
+                    "file is damaged: repair or delete that line"
+                ) from None
+            logger.warning(
+                "%s:%d: dropped a cut-off last line (an interrupted write); its item is redone", path, lineno
+            )
             _rewrite_lines(path, [line for _, line in lines[:-1]])
             return rows
     if data and not data.endswith(b"\n"):  # complete last row without its newline: end the line first

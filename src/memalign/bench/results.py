@@ -46,11 +46,14 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc.msg}); recompute it with `memalign bench score "
-                        f"{path.parent}`") from None
+        raise DataError(
+            f"{path} is not valid JSON ({exc.msg}); recompute it with `memalign bench score {path.parent}`"
+        ) from None
     if not isinstance(metrics, dict):
-        raise DataError(f"{path} holds a {type(metrics).__name__}, not a metrics object; recompute it with "
-                        f"`memalign bench score {path.parent}`")
+        raise DataError(
+            f"{path} holds a {type(metrics).__name__}, not a metrics object; recompute it with "
+            f"`memalign bench score {path.parent}`"
+        )
     return metrics
 
 

@@ -138,8 +138,10 @@ class RunConfig:
             return self
         if self.dtype == "auto":
             return replace(self, dtype=used)
-        raise ConfigError(f"RunConfig.dtype is {self.dtype} but the model's weights are {used}: load the model "
-                          f"in {self.dtype} or pass dtype={used!r}")
+        raise ConfigError(
+            f"RunConfig.dtype is {self.dtype} but the model's weights are {used}: load the model "
+            f"in {self.dtype} or pass dtype={used!r}"
+        )
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, record: Record) -> set[int]:
@@ -177,15 +179,23 @@ def _ends_only_this_item(exc: Exception) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: Method, record: Record,
-                truncate: int = 0) -> dict[str, Any]:
+def predict_one(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: Method, record: Record, truncate: int = 0
+) -> dict[str, Any]:
     """Answer one record; the returned row is what predictions.jsonl stores (scored)."""
     prompt = encode(tokenizer, record)
     prompt = truncate_middle(prompt, truncate - record.max_new_tokens if truncate else 0)
     input_ids = torch.tensor([prompt.input_ids], device=model.device)
     start, cpu_start = time.perf_counter(), time.process_time()
-    row: dict[str, Any] = {"id": record.id, "task": record.task, "metric": record.metric, "answer": record.answer,
-                           "meta": record.meta, "prompt_tokens": len(prompt), "method": method.name}
+    row: dict[str, Any] = {
+        "id": record.id,
+        "task": record.task,
+        "metric": record.metric,
+        "answer": record.answer,
+        "meta": record.meta,
+        "prompt_tokens": len(prompt),
+        "method": method.name,
+    }
     try:
         new_ids = method.generate(model, input_ids, record.max_new_tokens, stop_token_ids(model, tokenizer, record))
         row["prediction"] = tokenizer.decode(new_ids, skip_special_tokens=True)
@@ -206,8 +216,13 @@ def predict_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meth
     return row
 
 
-def _attention_evidence(tokenizer: PreTrainedTokenizerBase, record: Record, prompt: EncodedPrompt,
-                        row: dict[str, Any], attended: list[list[tuple[int, int]]]) -> dict[str, Any]:
+def _attention_evidence(
+    tokenizer: PreTrainedTokenizerBase,
+    record: Record,
+    prompt: EncodedPrompt,
+    row: dict[str, Any],
+    attended: list[list[tuple[int, int]]],
+) -> dict[str, Any]:
     """``answer_attended`` (every gold answer found verbatim) and, for a wrong answer copied from the
     context, ``wrong_value`` / ``wrong_value_attended``: was that value in view? One tokenisation of the
     prompt locates both."""
@@ -217,8 +232,8 @@ def _attention_evidence(tokenizer: PreTrainedTokenizerBase, record: Record, prom
     if spans is None:
         return {}
     evidence: dict[str, Any] = {}
-    if golds and all(spans[:len(golds)]):
-        evidence["answer_attended"] = answer_attended(spans[:len(golds)], attended)
+    if golds and all(spans[: len(golds)]):
+        evidence["answer_attended"] = answer_attended(spans[: len(golds)], attended)
     if copied and spans[-1]:
         evidence["wrong_value"], evidence["wrong_value_attended"] = copied, answer_attended([spans[-1]], attended)
     return evidence
@@ -284,8 +299,11 @@ def _plain(value: Any) -> Any:
 
 def _differences(recorded: Any, new: Any, key: str) -> list[str]:
     if isinstance(recorded, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(recorded) | set(new), key=str)
-                for d in _differences(recorded.get(k), new.get(k), f"{key}.{k}")]
+        return [
+            d
+            for k in sorted(set(recorded) | set(new), key=str)
+            for d in _differences(recorded.get(k), new.get(k), f"{key}.{k}")
+        ]
     return [] if recorded == new else [f"{key} ({recorded!r} recorded, {new!r} now)"]
 
 
@@ -298,31 +316,44 @@ def check_resume(directory: Path, config: dict[str, Any], keys: Iterable[str] = 
     path = directory / CONFIG_FILE
     if not path.is_file():
         if (directory / PREDICTIONS_FILE).is_file():
-            raise ConfigError(f"{directory} holds predictions but no {CONFIG_FILE}, so nothing says which "
-                              "configuration produced them: move the folder away or pass another --out")
+            raise ConfigError(
+                f"{directory} holds predictions but no {CONFIG_FILE}, so nothing says which "
+                "configuration produced them: move the folder away or pass another --out"
+            )
         return
     try:
         recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not readable YAML ({type(exc).__name__}); repair it or move the folder away") \
-            from None
+        raise DataError(
+            f"{path}: not readable YAML ({type(exc).__name__}); repair it or move the folder away"
+        ) from None
     if not isinstance(recorded, dict):
         raise DataError(f"{path}: not a mapping of configuration keys; repair it or move the folder away")
     keys = list(keys)
     missing = [k for k in keys if k not in recorded]
     if missing:
-        raise ConfigError(f"{directory} was written without recording {', '.join(missing)}, so resuming it could "
-                          "mix two configurations: move the folder away or pass another --out (`memalign bench "
-                          "report` still reads it)")
+        raise ConfigError(
+            f"{directory} was written without recording {', '.join(missing)}, so resuming it could "
+            "mix two configurations: move the folder away or pass another --out (`memalign bench "
+            "report` still reads it)"
+        )
     diffs = [d for k in keys for d in _differences(_plain(recorded[k]), _plain(config[k]), k)]
     if diffs:
-        raise ConfigError(f"{directory} holds results of another configuration; it differs in "
-                          f"{'; '.join(diffs)}. A resume only continues the configuration that started the "
-                          "folder: pass another --out or move the folder away")
+        raise ConfigError(
+            f"{directory} holds results of another configuration; it differs in "
+            f"{'; '.join(diffs)}. A resume only continues the configuration that started the "
+            "folder: pass another --out or move the folder away"
+        )
 
 
-def run_records(cfg: RunConfig, records: list[Record], model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                out: Path, method: Method | None = None) -> dict[str, Any]:
+def run_records(
+    cfg: RunConfig,
+    records: list[Record],
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+    method: Method | None = None,
+) -> dict[str, Any]:
     """Answer the records not yet in ``out/<cfg.name()>`` and (re)write its metrics.
 
     Nothing is written before the folder is known to belong to this configuration (:func:`check_resume`).
@@ -330,8 +361,12 @@ def run_records(cfg: RunConfig, records: list[Record], model: PreTrainedModel, t
     cfg = cfg.matching(model)
     method = method or make_method(cfg.method, cfg.budget, cfg.prefill_chunk)
     directory = out / cfg.name()
-    config = {**cfg.to_dict(), "model_identity": model_identity(cfg.model, model),
-              "method_config": method.config(), "n_records": len(records)}
+    config = {
+        **cfg.to_dict(),
+        "model_identity": model_identity(cfg.model, model),
+        "method_config": method.config(),
+        "n_records": len(records),
+    }
     check_resume(directory, config)
     have = done_ids(directory)
     todo = [r for r in records if r.id not in have]
@@ -340,15 +375,25 @@ def run_records(cfg: RunConfig, records: list[Record], model: PreTrainedModel, t
         return json.loads((directory / METRICS_FILE).read_text())
     write_config(directory, config)
     truncate = cfg.length if not get_task(cfg.task).synthetic else 0
-    with progress_bar(f"{cfg.task} {cfg.length} {cfg.method}", total=len(todo)) as advance, \
-            (directory / PREDICTIONS_FILE).open("a", encoding="utf-8") as fh:
+    with (
+        progress_bar(f"{cfg.task} {cfg.length} {cfg.method}", total=len(todo)) as advance,
+        (directory / PREDICTIONS_FILE).open("a", encoding="utf-8") as fh,
+    ):
         for k, record in enumerate(todo, 1):
             row = predict_one(model, tokenizer, method, record, truncate)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
             advance(1)
-            logger.debug("%s %d/%d score=%.2f %d tok %.1fs %s", cfg.name(), k, len(todo), row["score"],
-                         row["prompt_tokens"], row["seconds"], row.get("error", ""))
+            logger.debug(
+                "%s %d/%d score=%.2f %d tok %.1fs %s",
+                cfg.name(),
+                k,
+                len(todo),
+                row["score"],
+                row["prompt_tokens"],
+                row["seconds"],
+                row.get("error", ""),
+            )
     return finalize(directory, config)
 
 
@@ -376,8 +421,9 @@ def _data_identity(task: str, ctx: _RecordingContext, haystack_hash: str | None)
     return data
 
 
-def _check_inputs(tasks: list[str], out: Path, haystack: Path | None, data_dir: Path | None,
-                  depths: tuple[float, ...] | None) -> str | None:
+def _check_inputs(
+    tasks: list[str], out: Path, haystack: Path | None, data_dir: Path | None, depths: tuple[float, ...] | None
+) -> str | None:
     """Every input file and folder the sweep will read, checked before a model loads; the essays' hash."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a folder for the results")
@@ -391,10 +437,22 @@ def _check_inputs(tasks: list[str], out: Path, haystack: Path | None, data_dir: 
     return haystack_sha256(haystack)
 
 
-def run_sweep(tasks: Iterable[str], lengths: Iterable[int], methods: Iterable[str], model_name: str, out: Path, *,
-              samples: int = 5, seed: int = 0, budget: Budget | None = None, dtype: str = "auto",
-              prefill_chunk: int = DEFAULT_PREFILL_CHUNK, haystack: Path | None = None, data_dir: Path | None = None,
-              depths: tuple[float, ...] | None = None) -> list[dict[str, Any]]:
+def run_sweep(
+    tasks: Iterable[str],
+    lengths: Iterable[int],
+    methods: Iterable[str],
+    model_name: str,
+    out: Path,
+    *,
+    samples: int = 5,
+    seed: int = 0,
+    budget: Budget | None = None,
+    dtype: str = "auto",
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    haystack: Path | None = None,
+    data_dir: Path | None = None,
+    depths: tuple[float, ...] | None = None,
+) -> list[dict[str, Any]]:
     """Load the model once; per task and length generate the records once and run every method on them.
 
     Everything that can be checked without the model is checked first (names, budgets, dtype, input
@@ -404,8 +462,12 @@ def run_sweep(tasks: Iterable[str], lengths: Iterable[int], methods: Iterable[st
 
     budget = budget or Budget()
     tasks, lengths, methods = list(tasks), list(lengths), list(methods)
-    configs = [RunConfig(t, n, m, model_name, samples, seed, budget, dtype, prefill_chunk)
-               for t in tasks for n in lengths for m in methods]  # validate everything before loading
+    configs = [
+        RunConfig(t, n, m, model_name, samples, seed, budget, dtype, prefill_chunk)
+        for t in tasks
+        for n in lengths
+        for m in methods
+    ]  # validate everything before loading
     if not configs:
         raise ConfigError("nothing to run: give at least one task, length and method")
     haystack_hash = _check_inputs(tasks, Path(out), haystack, data_dir, depths)

@@ -55,7 +55,7 @@ def head_to_head(items: Items) -> list[Pairing]:
     for model, methods in sorted(by_model.items()):
         labels = sorted(methods)
         for i, a in enumerate(labels):
-            for b in labels[i + 1:]:
+            for b in labels[i + 1 :]:
                 shared = sorted(methods[a].keys() & methods[b].keys())
                 if shared:
                     rows.append(_pair(model, a, b, [(methods[a][k], methods[b][k]) for k in shared]))
@@ -64,6 +64,15 @@ def head_to_head(items: Items) -> list[Pairing]:
 
 def _pair(model: str, a: str, b: str, pairs: list[tuple[float, float]]) -> Pairing:
     wins, losses = sum(x > y for x, y in pairs), sum(x < y for x, y in pairs)
-    return Pairing(model=model, a=a, b=b, n=len(pairs), score_a=100 * sum(x for x, _ in pairs) / len(pairs),
-                   score_b=100 * sum(y for _, y in pairs) / len(pairs), wins=wins,
-                   ties=len(pairs) - wins - losses, losses=losses, p_sign=sign_test_p(wins, losses))
+    return Pairing(
+        model=model,
+        a=a,
+        b=b,
+        n=len(pairs),
+        score_a=100 * sum(x for x, _ in pairs) / len(pairs),
+        score_b=100 * sum(y for _, y in pairs) / len(pairs),
+        wins=wins,
+        ties=len(pairs) - wins - losses,
+        losses=losses,
+        p_sign=sign_test_p(wins, losses),
+    )

@@ -85,16 +85,23 @@ def run_cmd(
     n_local: int = typer.Option(4096, help="budget: local window tokens"),
     n_mem: int = typer.Option(2048, help="budget: retrieved memory tokens (streaming adds them to its window)"),
     chunk_size: int = typer.Option(512, help="memory methods: prefill chunk (one retrieval per chunk)"),
-    memory_distance: int | None = typer.Option(None, help="memory methods: relative position of every memory "
-                                                "key (default n_local - 1, as EM-LLM; small models may "
-                                                "need less)"),
-    last_token_alone: bool = typer.Option(True, "--last-token-alone/--last-token-in-chunk",
-                                          help="memory methods: feed the prompt's last token as its own step "
-                                          "(the reference driver; the first answer token follows a retrieval "
-                                          "for that token's query) or inside the last chunk"),
+    memory_distance: int | None = typer.Option(
+        None,
+        help="memory methods: relative position of every memory "
+        "key (default n_local - 1, as EM-LLM; small models may "
+        "need less)",
+    ),
+    last_token_alone: bool = typer.Option(
+        True,
+        "--last-token-alone/--last-token-in-chunk",
+        help="memory methods: feed the prompt's last token as its own step "
+        "(the reference driver; the first answer token follows a retrieval "
+        "for that token's query) or inside the last chunk",
+    ),
     prefill_chunk: int = typer.Option(2048, help="full attention: prefill chunk"),
-    dtype: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively, else fp32), "
-                              "bf16, fp16 or fp32"),
+    dtype: str = typer.Option(
+        "auto", help="auto (bf16 where the hardware computes it natively, else fp32), bf16, fp16 or fp32"
+    ),
     haystack: Path | None = typer.Option(None, help="folder of .txt essays for niah / RULER essay tasks"),
     data_dir: Path | None = typer.Option(None, help="folder of official LongBench / InfiniteBench .jsonl files"),
     depths: str | None = typer.Option(None, help="needle depth grid, e.g. 0,0.25,0.5,0.75,1"),
@@ -110,11 +117,29 @@ def run_cmd(
     from memalign.bench.methods import Budget
     from memalign.bench.runner import run_sweep
 
-    budget = Budget(n_init=n_init, n_local=n_local, n_mem=n_mem, chunk_size=chunk_size,
-                    memory_distance=memory_distance, last_token_alone=last_token_alone)
-    results = run_sweep(_names(task), parse_lengths(lengths), _names(methods), model, out, samples=samples, seed=seed,
-                        budget=budget, dtype=dtype, prefill_chunk=prefill_chunk, haystack=haystack,
-                        data_dir=data_dir, depths=_depths(depths))
+    budget = Budget(
+        n_init=n_init,
+        n_local=n_local,
+        n_mem=n_mem,
+        chunk_size=chunk_size,
+        memory_distance=memory_distance,
+        last_token_alone=last_token_alone,
+    )
+    results = run_sweep(
+        _names(task),
+        parse_lengths(lengths),
+        _names(methods),
+        model,
+        out,
+        samples=samples,
+        seed=seed,
+        budget=budget,
+        dtype=dtype,
+        prefill_chunk=prefill_chunk,
+        haystack=haystack,
+        data_dir=data_dir,
+        depths=_depths(depths),
+    )
     from memalign.bench.report import score_tables
     from memalign.cli.tables import print_tables
 
@@ -143,8 +168,17 @@ def generate_cmd(
         raise ConfigError(f"--out {out} is a folder; pass the JSONL file to write")
     if haystack is not None:
         read_haystack(haystack)  # a wrong folder fails before the tokenizer loads
-    n = export_records(_names(task), parse_lengths(lengths), model, out, samples=samples, seed=seed,
-                       haystack=haystack, data_dir=data_dir, depths=_depths(depths))
+    n = export_records(
+        _names(task),
+        parse_lengths(lengths),
+        model,
+        out,
+        samples=samples,
+        seed=seed,
+        haystack=haystack,
+        data_dir=data_dir,
+        depths=_depths(depths),
+    )
     console.print(f"wrote {n} records to {out}")
 
 
@@ -179,10 +213,13 @@ def report_cmd(
     plots: Path | None = typer.Option(None, help="where to write PNG plots (default: <first folder>/plots)"),
     markdown: Path | None = typer.Option(None, help="also write the table as Markdown to this file"),
     compare_from: str = typer.Option("0", help="head-to-head over cells of at least this length only (e.g. 16k)"),
-    summary: str = typer.Option("", help="also a compact grid per model (task x method rows, one column per "
-                                "length) of these methods, e.g. em-llm,infllm,streaming,full; a name stands "
-                                "for its default-setting runs, a full label such as 'em-llm (3k, distance 512)' "
-                                "for exactly that row"),
+    summary: str = typer.Option(
+        "",
+        help="also a compact grid per model (task x method rows, one column per "
+        "length) of these methods, e.g. em-llm,infllm,streaming,full; a name stands "
+        "for its default-setting runs, a full label such as 'em-llm (3k, distance 512)' "
+        "for exactly that row",
+    ),
 ) -> None:
     """Print a score table (method x length per model and task), a head-to-head of methods over the
     prompts both answered, and write plots."""

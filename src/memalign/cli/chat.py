@@ -26,10 +26,12 @@ def chat(
     model: str = typer.Option(DEFAULT_PRESET, "--model", "-m", help="preset, .gguf, local dir or hub id"),
     prompt: str | None = typer.Option(None, "--prompt", "-p", help="ask one question and exit"),
     system: str | None = typer.Option(None, "--system", help="system prompt"),
-    memory: str | None = typer.Option(None, "--memory", help="episodic memory preset (small, qwen3, llama3, ...) "
-                                                             "or an EM config YAML"),
-    context: Path | None = typer.Option(None, "--context", help="a long text file to read into memory first",
-                                        exists=True, dir_okay=False),
+    memory: str | None = typer.Option(
+        None, "--memory", help="episodic memory preset (small, qwen3, llama3, ...) or an EM config YAML"
+    ),
+    context: Path | None = typer.Option(
+        None, "--context", help="a long text file to read into memory first", exists=True, dir_okay=False
+    ),
     persona: Path | None = typer.Option(None, "--persona", help="a steering directory from `persona align`"),
     max_new_tokens: int = typer.Option(256, help="length limit of each answer"),
     dtype: str = typer.Option("auto", help="auto (bf16 where native, else fp32), bf16, fp32 or fp16"),
@@ -41,6 +43,7 @@ def chat(
     # Loading first: it checks --model, --device and --dtype before the generation stack is imported.
     model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
     from memalign.generation import ChatSession, MemoryChatSession
+
     with contextlib.ExitStack() as stack:
         if persona is not None:
             stack.enter_context(_persona(persona, model_obj))
@@ -85,11 +88,15 @@ def _read_document(session: MemoryChatSession, path: Path) -> None:
 
     def extra() -> str:
         rate = done[0] / max(time.perf_counter() - start, 1e-9)
-        events = sum(len(layer.store) for layer in session.cache.sequences[0].layers if layer.store) \
-            if session.cache.sequences else 0
+        events = (
+            sum(len(layer.store) for layer in session.cache.sequences[0].layers if layer.store)
+            if session.cache.sequences
+            else 0
+        )
         return f"{rate:,.0f} tok/s, {events // max(len(session.memory.spec.layer_types), 1)} events/layer"
 
     with progress_bar(f"Reading {path.name}", total=n_tokens, extra=extra) as advance:
+
         def step(n: int) -> None:
             done[0] += n
             advance(n)

@@ -50,8 +50,9 @@ class RichReporter:
             yield
 
     @contextmanager
-    def progress_bar(self, description: str, total: float | None, unit: str = "it",
-                     extra: Callable[[], str] | None = None) -> Iterator[progress.Advance]:
+    def progress_bar(
+        self, description: str, total: float | None, unit: str = "it", extra: Callable[[], str] | None = None
+    ) -> Iterator[progress.Advance]:
         if not _enabled() or not console.is_terminal:
             if _enabled() and total and total > (1 << 26 if unit == "B" else 0):
                 console.print(f"[memalign] {description}", highlight=False)
@@ -75,8 +76,7 @@ class _PlainHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         style = "yellow" if record.levelno >= logging.WARNING else ""
         text = f"[memalign] {record.getMessage()}"
-        console.print(f"[{style}]{text}[/]" if style else text, highlight=False, markup=bool(style),
-                      soft_wrap=True)
+        console.print(f"[{style}]{text}[/]" if style else text, highlight=False, markup=bool(style), soft_wrap=True)
 
 
 def install(verbose: bool = False) -> None:

@@ -23,8 +23,15 @@ def models() -> None:
     table.add_column("description", overflow="fold", ratio=1)
     for name, preset in PRESETS.items():
         cached = is_cached(name)
-        table.add_row(name, preset.model_type, f"{preset.size_mb} MB", "yes" if cached else "no",
-                      preset.license, preset.upstream, preset.description)
+        table.add_row(
+            name,
+            preset.model_type,
+            f"{preset.size_mb} MB",
+            "yes" if cached else "no",
+            preset.license,
+            preset.upstream,
+            preset.description,
+        )
     console.print(table)
     console.print(f"cache: {cache_root() / 'presets'} (set MEMALIGN_CACHE)")
 

@@ -15,10 +15,16 @@ from memalign.errors import ConfigError
 persona_app = typer.Typer(help="Personality alignment (PAS): quiz, align, evaluate.", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")
 
-ITEM_KEY_HELP = ("IPIP-NEO item key CSV (columns full_id, short_id, sign, facet, text; e.g. PAlign's PAPI "
-                 "ipip_neo_300_itemkey.csv)")
-SCALE = {1: "Very Inaccurate", 2: "Moderately Inaccurate", 3: "Neither Accurate Nor Inaccurate",
-         4: "Moderately Accurate", 5: "Very Accurate"}
+ITEM_KEY_HELP = (
+    "IPIP-NEO item key CSV (columns full_id, short_id, sign, facet, text; e.g. PAlign's PAPI ipip_neo_300_itemkey.csv)"
+)
+SCALE = {
+    1: "Very Inaccurate",
+    2: "Moderately Inaccurate",
+    3: "Neither Accurate Nor Inaccurate",
+    4: "Moderately Accurate",
+    5: "Very Accurate",
+}
 
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
@@ -51,9 +57,12 @@ def quiz(
     ipip = load_ipip_neo_300(item_key)
     instrument = ipip if full else ipip.short_form()
     texts = load_rewordings(rewordings, ipip) if rewordings else {}
-    console.print(f"{instrument.name}: {len(instrument)} statements. How accurately does each describe you?\n"
-                  + "  ".join(f"[bold]{k}[/] {v}" for k, v in SCALE.items())
-                  + "\n[dim]Enter skips a statement, q stops (the rest is left unanswered).[/]", highlight=False)
+    console.print(
+        f"{instrument.name}: {len(instrument)} statements. How accurately does each describe you?\n"
+        + "  ".join(f"[bold]{k}[/] {v}" for k, v in SCALE.items())
+        + "\n[dim]Enter skips a statement, q stops (the rest is left unanswered).[/]",
+        highlight=False,
+    )
     raw: dict[int, int | None] = {item.full_id: None for item in instrument}
     for n, item in enumerate(instrument, start=1):
         statement = statement_text(item, texts.get(item.full_id))
@@ -84,15 +93,24 @@ def align(
     subject: str = typer.Option("0", help="subject id (case/id) or 0-based index in the file"),
     split: Path | None = typer.Option(None, help="PAlign split JSON (train_index); default: the 120 short-form items"),
     rewordings: Path | None = typer.Option(None, help="second-person item texts (e.g. MPI's mpi_120.csv)"),
-    recoded: bool | None = typer.Option(None, "--recoded/--raw", help="reverse-keyed answers already recoded "
-                                        "(PAPI/Johnson data) or as ticked; needed unless the file declares it"),
+    recoded: bool | None = typer.Option(
+        None,
+        "--recoded/--raw",
+        help="reverse-keyed answers already recoded "
+        "(PAPI/Johnson data) or as ticked; needed unless the file declares it",
+    ),
     k: str = typer.Option("24,64", help="number of steered heads; several (comma-separated): chosen by CV"),
     alpha_grid: str = typer.Option("-4,-2,-1,0,1,2,4,6,8", help="strengths tried by cross-validation"),
     positions: str = typer.Option("generated", help="generated (new tokens only) or all (PAlign's bias)"),
-    read: str = typer.Option("decision", help="read heads where the answer is predicted (decision) or at the "
-                             "answer token (answer, PAlign)"),
-    palign: bool = typer.Option(False, "--palign", help="PAlign's settings: read answer, K 24, alpha 0,1,2,4,6,8, "
-                                "positions all (overrides --k/--alpha-grid/--positions/--read)"),
+    read: str = typer.Option(
+        "decision", help="read heads where the answer is predicted (decision) or at the answer token (answer, PAlign)"
+    ),
+    palign: bool = typer.Option(
+        False,
+        "--palign",
+        help="PAlign's settings: read answer, K 24, alpha 0,1,2,4,6,8, "
+        "positions all (overrides --k/--alpha-grid/--positions/--read)",
+    ),
     cv_folds: int = typer.Option(5, help="cross-validation folds over the training items"),
     seed: int = typer.Option(0),
     dtype: str = typer.Option("auto", help="auto, bf16, fp32 or fp16"),
@@ -119,8 +137,14 @@ def align(
     if palign:
         config, prompts = FitConfig.palign(cv_folds=cv_folds, seed=seed), PromptConfig.palign()
     else:
-        config = FitConfig(k=ks[0], k_grid=ks if len(ks) > 1 else (), alpha_grid=_floats(alpha_grid, "--alpha-grid"),
-                           positions=positions, cv_folds=cv_folds, seed=seed)
+        config = FitConfig(
+            k=ks[0],
+            k_grid=ks if len(ks) > 1 else (),
+            alpha_grid=_floats(alpha_grid, "--alpha-grid"),
+            positions=positions,
+            cv_folds=cv_folds,
+            seed=seed,
+        )
         prompts = PromptConfig(read=read)
     ipip = load_ipip_neo_300(item_key)
     train = load_split(split, ipip).train if split else ipip.short_form().ids
@@ -128,8 +152,16 @@ def align(
     texts = load_rewordings(rewordings, ipip) if rewordings else None
     model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
     start = time.perf_counter()
-    aligner = PersonaAligner(model_obj, tokenizer, ipip.subset(train).items, instrument=ipip.name,
-                             prompt_config=prompts, fit_config=config, rewordings=texts, cache=cache).prepare()
+    aligner = PersonaAligner(
+        model_obj,
+        tokenizer,
+        ipip.subset(train).items,
+        instrument=ipip.name,
+        prompt_config=prompts,
+        fit_config=config,
+        rewordings=texts,
+        cache=cache,
+    ).prepare()
     prepared = time.perf_counter() - start
     result = aligner.fit(person)
     save_steering(result.steering, out)
@@ -137,8 +169,9 @@ def align(
     table = Table(title=f"subject {person.subject_id}: {result.k} heads (layer, head) by held-out probe accuracy")
     for column in ("layer", "head", "probe acc", "std"):
         table.add_column(column, justify="right")
-    for (layer, head), acc, std in zip(result.steering.heads, result.head_accuracy, result.steering.stds.tolist(),
-                                       strict=True):
+    for (layer, head), acc, std in zip(
+        result.steering.heads, result.head_accuracy, result.steering.stds.tolist(), strict=True
+    ):
         table.add_row(str(layer), str(head), f"{acc:.2f}", f"{std:.3f}")
     console.print(table)
     console.print(
@@ -146,7 +179,9 @@ def align(
         f"{result.best_cv_mae:.3f} vs {result.unsteered_cv_mae:.3f} unsteered "
         f"({result.n_scored} answered, {result.n_labeled} non-neutral of {len(train)} items)\n"
         f"fit {result.seconds:.1f} s (+ {prepared:.1f} s encoding/capture, cached for the next subject)\n"
-        f"saved {out}  -> memalign chat --model {model} --persona {out}", highlight=False)
+        f"saved {out}  -> memalign chat --model {model} --persona {out}",
+        highlight=False,
+    )
 
 
 @persona_app.command()
@@ -155,8 +190,11 @@ def bake(
     steering: Path = typer.Option(..., help="steering directory written by `persona align`"),
     out: Path = typer.Option(..., "--out", "-o", help="directory for the Hugging Face checkpoint"),
     alpha: float | None = typer.Option(None, help="strength (default: the fitted one)"),
-    as_llama: bool = typer.Option(False, "--as-llama", help="write a Qwen2/Mistral model as the equivalent Llama "
-                                  "checkpoint (their o_proj cannot carry a bias)"),
+    as_llama: bool = typer.Option(
+        False,
+        "--as-llama",
+        help="write a Qwen2/Mistral model as the equivalent Llama checkpoint (their o_proj cannot carry a bias)",
+    ),
     dtype: str = typer.Option("auto"),
 ) -> None:
     """Fold a steering (positions=all) into o_proj biases and save a checkpoint that reloads with it."""

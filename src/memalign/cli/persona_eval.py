@@ -11,8 +11,13 @@ from memalign.cli.display import console
 from memalign.cli.persona import ITEM_KEY_HELP, _floats, _ints, persona_app
 from memalign.errors import ConfigError, DataError
 
-DATA_FILES = {"item_key": "ipip_neo_300_itemkey.csv", "split": "mpi_300_split.json", "rewordings": "mpi_120.csv",
-              "subjects": "subjects_200.json", "personality_prompts": "personality_prompt_200.json"}
+DATA_FILES = {
+    "item_key": "ipip_neo_300_itemkey.csv",
+    "split": "mpi_300_split.json",
+    "rewordings": "mpi_120.csv",
+    "subjects": "subjects_200.json",
+    "personality_prompts": "personality_prompt_200.json",
+}
 
 
 def _from_data(value: Path | None, data: Path | None, key: str, required: bool = False) -> Path | None:
@@ -36,34 +41,52 @@ def _file_record(path: Path | None, sha256: str | None = None) -> dict[str, str]
 
 @persona_app.command("eval")
 def eval_cmd(
-    modes: str = typer.Option("all", help="comma-separated modes, or all / llm / predictors "
-                              "(see `memalign persona modes`)"),
-    model: str | None = typer.Option(None, "--model", "--model_file", "-m",
-                                     help="preset, .gguf, local dir or hub id (not needed for predictor modes)"),
+    modes: str = typer.Option(
+        "all", help="comma-separated modes, or all / llm / predictors (see `memalign persona modes`)"
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "--model_file",
+        "-m",
+        help="preset, .gguf, local dir or hub id (not needed for predictor modes)",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="output directory (resumable; refuses another configuration)"),
-    data: Path | None = typer.Option(None, help="folder with PAlign's PAPI files (item key, split, mpi_120.csv, "
-                                     "subjects_200.json, personality_prompt_200.json); each can be given alone"),
+    data: Path | None = typer.Option(
+        None,
+        help="folder with PAlign's PAPI files (item key, split, mpi_120.csv, "
+        "subjects_200.json, personality_prompt_200.json); each can be given alone",
+    ),
     subjects: Path | None = typer.Option(None, help="answers file (PAPI JSON, CSV, memalign JSON)"),
     item_key: Path | None = typer.Option(None, "--item-key", help=ITEM_KEY_HELP),
     split: Path | None = typer.Option(None, help="PAlign split JSON; default: train = the 120 short-form items"),
     rewordings: Path | None = typer.Option(None, help="second-person item texts (mpi_120.csv)"),
-    personality_prompts: Path | None = typer.Option(None, help="per-subject descriptions for personality_prompt "
-                                                    "(default: the model writes one from the answers)"),
-    recoded: bool | None = typer.Option(None, "--recoded/--raw", help="reverse-keyed answers recoded (PAPI) or "
-                                        "as ticked; needed unless the file declares it"),
+    personality_prompts: Path | None = typer.Option(
+        None, help="per-subject descriptions for personality_prompt (default: the model writes one from the answers)"
+    ),
+    recoded: bool | None = typer.Option(
+        None,
+        "--recoded/--raw",
+        help="reverse-keyed answers recoded (PAPI) or as ticked; needed unless the file declares it",
+    ),
     limit: int | None = typer.Option(None, help="evaluate the first N subjects of the file"),
     offset: int = typer.Option(0, help="skip the first N subjects"),
-    answering: str = typer.Option("logits", help="logits (option-token probabilities) or generate (greedy text, "
-                                  "parsed; unparsed answers counted)"),
+    answering: str = typer.Option(
+        "logits", help="logits (option-token probabilities) or generate (greedy text, parsed; unparsed answers counted)"
+    ),
     unparsed: str = typer.Option("midpoint", help="unparsed generated answers: midpoint (scored as 3) or exclude"),
     k: str = typer.Option("24,64", help="PAS heads; several: chosen by CV"),
     alpha_grid: str = typer.Option("-4,-2,-1,0,1,2,4,6,8", help="PAS strengths tried by CV"),
     read: str = typer.Option("decision", help="decision (default) or answer (PAlign's read position)"),
-    palign: bool = typer.Option(False, "--palign", help="PAlign's PAS settings (read answer, K 24, alpha 0..8, "
-                                "positions all) with CV selection"),
+    palign: bool = typer.Option(
+        False, "--palign", help="PAlign's PAS settings (read answer, K 24, alpha 0..8, positions all) with CV selection"
+    ),
     calibration_l2: float = typer.Option(0.1, help="slope shrinkage of the calibration modes"),
-    label: str | None = typer.Option(None, help="name this run's variant (e.g. other PAS settings): results are "
-                                     "stored as MODE[LABEL] beside the default ones"),
+    label: str | None = typer.Option(
+        None,
+        help="name this run's variant (e.g. other PAS settings): results are "
+        "stored as MODE[LABEL] beside the default ones",
+    ),
     threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("cpu"),
@@ -99,43 +122,70 @@ def eval_cmd(
     subjects_path = _from_data(subjects, data, "subjects", required=True)
     answers = read_answers_file(subjects_path, ipip, recoded=recoded, required_items=item_split.train)
     population = list(answers.subjects)
-    chosen = population[offset: offset + limit if limit else None]
+    chosen = population[offset : offset + limit if limit else None]
     if not chosen:
         raise ConfigError(f"--offset {offset} leaves no subject: {subjects_path} holds {len(population)}")
     rewording_path = _from_data(rewordings, data, "rewordings") if needs_model else None
     texts = load_rewordings(rewording_path, ipip) if rewording_path else None
     prompts_path = _from_data(personality_prompts, data, "personality_prompts") if PROMPTS_MODE in names else None
-    persona_texts = (load_personality_prompts(prompts_path, [p.subject_id for p in population])
-                     if prompts_path else None)
+    persona_texts = load_personality_prompts(prompts_path, [p.subject_id for p in population]) if prompts_path else None
     if persona_texts is not None and (absent := [p.subject_id for p in chosen if p.subject_id not in persona_texts]):
-        raise DataError(f"{prompts_path} has no description for subject {absent[0]!r} ({len(absent)} of the "
-                        f"{len(chosen)} evaluated subjects lack one)")
+        raise DataError(
+            f"{prompts_path} has no description for subject {absent[0]!r} ({len(absent)} of the "
+            f"{len(chosen)} evaluated subjects lack one)"
+        )
     ks = _ints(k, "--k")
     if palign:
         fit_config, prompt_config = FitConfig.palign(), PromptConfig.palign()
     else:
-        fit_config = FitConfig(k=ks[0], k_grid=ks if len(ks) > 1 else (),
-                               alpha_grid=_floats(alpha_grid, "--alpha-grid"))
+        fit_config = FitConfig(
+            k=ks[0], k_grid=ks if len(ks) > 1 else (), alpha_grid=_floats(alpha_grid, "--alpha-grid")
+        )
         prompt_config = PromptConfig(read=read)
     extra = {
-        "files": {"item_key": _file_record(item_key_path), "split": _file_record(split_path),
-                  "subjects": {**_file_record(subjects_path, answers.sha256), "recoded": answers.recoded},
-                  "rewordings": _file_record(rewording_path), "personality_prompts": _file_record(prompts_path)},
-        "run": {"offset": offset, "limit": limit, "threads": torch.get_num_threads(),
-                "device": device if needs_model else None},
+        "files": {
+            "item_key": _file_record(item_key_path),
+            "split": _file_record(split_path),
+            "subjects": {**_file_record(subjects_path, answers.sha256), "recoded": answers.recoded},
+            "rewordings": _file_record(rewording_path),
+            "personality_prompts": _file_record(prompts_path),
+        },
+        "run": {
+            "offset": offset,
+            "limit": limit,
+            "threads": torch.get_num_threads(),
+            "device": device if needs_model else None,
+        },
     }
     model_name = model if needs_model else None
     # refuse a folder of another configuration now, before minutes of model loading
-    check_folder(out, {"modes": mode_keys(names, label), **extra,
-                       "model": model_config(model_name, dtype=resolve_dtype(dtype, device)) if needs_model else None},
-                 label)
+    check_folder(
+        out,
+        {
+            "modes": mode_keys(names, label),
+            **extra,
+            "model": model_config(model_name, dtype=resolve_dtype(dtype, device)) if needs_model else None,
+        },
+        label,
+    )
     model_obj = tokenizer = None
     if needs_model:
         from memalign.models.loading import load_model
 
         model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
-    setup = EvalSetup(ipip, item_split, population, model_obj, tokenizer, texts, prompt_config, fit_config,
-                      persona_texts, answering=answering, calibration_l2=calibration_l2)
+    setup = EvalSetup(
+        ipip,
+        item_split,
+        population,
+        model_obj,
+        tokenizer,
+        texts,
+        prompt_config,
+        fit_config,
+        persona_texts,
+        answering=answering,
+        calibration_l2=calibration_l2,
+    )
     paths = run_eval(setup, names, chosen, out, model_name, extra, unparsed=unparsed, label=label)
     console.print(markdown_table(load_results(list(paths.values()))), highlight=False, soft_wrap=True)
     console.print(f"wrote {len(paths)} result files to {out}  ->  memalign persona report {out}", highlight=False)
@@ -173,5 +223,6 @@ def modes_cmd() -> None:
     from memalign.persona.evaluation.modes import MODES
 
     for name, cls in MODES.items():
-        console.print(f"[bold]{name}[/]  {cls.description}" + ("" if cls.needs_model else "  [dim](no model)[/]"),
-                      highlight=False)
+        console.print(
+            f"[bold]{name}[/]  {cls.description}" + ("" if cls.needs_model else "  [dim](no model)[/]"), highlight=False
+        )

@@ -50,8 +50,9 @@ def retrieve(layer: LayerMemory, q_mem: torch.Tensor, budget: int, config: EMCon
     return retrieved
 
 
-def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: float, rope: RopeTable,
-                     config: EMConfig) -> torch.Tensor:
+def memory_attention(
+    layer: LayerMemory, q: torch.Tensor, start: int, scale: float, rope: RopeTable, config: EMConfig
+) -> torch.Tensor:
     """Attention output [1, H, L, D] for queries ``q`` [1, H, L, D] (unrotated) at positions [start, start+L).
 
     The chunk's own keys must already be in ``layer``'s tail.
@@ -73,13 +74,15 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
         k_loc, v_loc = layer.tail_slice(lo, e)
         k_loc = rotate(k_loc.unsqueeze(0), *rope.at(0, e - lo))[0]
         other = merge(memory_parts, out_dtype=torch.float32) if memory_parts else None
-        o, _, mass = window_attention(q_loc[0], k_loc, v_loc, scale, s, lo, W,
-                                      None if other is None else (other[0][0], other[1][0]))
+        o, _, mass = window_attention(
+            q_loc[0], k_loc, v_loc, scale, s, lo, W, None if other is None else (other[0][0], other[1][0])
+        )
         layer.add_mass(mass, lo)
         out = o.unsqueeze(0)
     else:
-        out, _ = merge(_window_parts(layer, q_loc, lo, full_from, band_mask, s, e, scale, rope) + memory_parts,
-                       out_dtype=q.dtype)
+        out, _ = merge(
+            _window_parts(layer, q_loc, lo, full_from, band_mask, s, e, scale, rope) + memory_parts, out_dtype=q.dtype
+        )
     # Every tail token older than the local window is attended in the memory stage, so the newest query
     # sees the whole tail when there is a memory stage and just its window otherwise.
     tail_from = layer.tail_start if layer.has_memory_stage else max(lo, e - W)
@@ -87,8 +90,17 @@ def memory_attention(layer: LayerMemory, q: torch.Tensor, start: int, scale: flo
     return out
 
 
-def _window_parts(layer: LayerMemory, q_loc: torch.Tensor, lo: int, full_from: int, band_mask: torch.Tensor | None,
-                  s: int, e: int, scale: float, rope: RopeTable) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _window_parts(
+    layer: LayerMemory,
+    q_loc: torch.Tensor,
+    lo: int,
+    full_from: int,
+    band_mask: torch.Tensor | None,
+    s: int,
+    e: int,
+    scale: float,
+    rope: RopeTable,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The local window as fused-kernel parts (no key mass): causal chunk, keys every query sees, the band."""
     L, W = e - s, layer.window
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -110,15 +122,27 @@ def _window_parts(layer: LayerMemory, q_loc: torch.Tensor, lo: int, full_from: i
     return parts
 
 
-def _memory_parts(layer: LayerMemory, q: torch.Tensor, lo: int, full_from: int, band_mask: torch.Tensor | None,
-                  e: int, scale: float, rope: RopeTable, config: EMConfig
-                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
+def _memory_parts(
+    layer: LayerMemory,
+    q: torch.Tensor,
+    lo: int,
+    full_from: int,
+    band_mask: torch.Tensor | None,
+    e: int,
+    scale: float,
+    rope: RopeTable,
+    config: EMConfig,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
     """The memory stage (every key at distance ``memory_distance``): sinks, pending tail tokens and retrieved
     events in one part, and the band keys for the queries that have left them; plus the event ids."""
     W = layer.window
     pending_tokens = lo - layer.tail_start
-    if not layer.has_memory_stage or not (pending_tokens > 0 or band_mask is not None or len(layer.init_k) > 0
-                                   or (layer.store is not None and len(layer.store) > 0)):
+    if not layer.has_memory_stage or not (
+        pending_tokens > 0
+        or band_mask is not None
+        or len(layer.init_k) > 0
+        or (layer.store is not None and len(layer.store) > 0)
+    ):
         return [], []
     dist = int(config.memory_distance)
     q_mem = rotate(q, *rope.at(dist, dist + 1))

@@ -24,8 +24,16 @@ class TokenBuffer:
     late in a long input, which reads as host memory growing with the input when it does not.
     """
 
-    def __init__(self, channels: int, tail_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-                 capacity: int = 256, growth: float = 0.5, max_live: int | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        tail_shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        capacity: int = 256,
+        growth: float = 0.5,
+        max_live: int | None = None,
+    ) -> None:
         if not growth > 0:
             raise ValueError(f"TokenBuffer growth must be > 0 (a fraction of capacity added), got {growth}")
         self.growth = growth
@@ -54,7 +62,7 @@ class TokenBuffer:
 
     def view(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = len(self) if stop is None else stop
-        return self._data[:, self.begin + start:self.begin + stop]
+        return self._data[:, self.begin + start : self.begin + stop]
 
     def _grows(self, n: int) -> bool:
         """Whether appending ``n`` tokens reallocates into a larger tensor (rather than fitting or compacting)."""
@@ -86,19 +94,24 @@ class TokenBuffer:
         if self.end + n > self._data.shape[1]:
             live = len(self)
             if not self._grows(n):
-                self._data[:, :live] = self._data[:, self.begin:self.end].clone()
+                self._data[:, :live] = self._data[:, self.begin : self.end].clone()
             else:
-                grown = torch.empty(self._data.shape[0], max(self._grown(), live + n),
-                                    *self._data.shape[2:], dtype=self._data.dtype, device=self._data.device)
-                grown[:, :live] = self._data[:, self.begin:self.end]
+                grown = torch.empty(
+                    self._data.shape[0],
+                    max(self._grown(), live + n),
+                    *self._data.shape[2:],
+                    dtype=self._data.dtype,
+                    device=self._data.device,
+                )
+                grown[:, :live] = self._data[:, self.begin : self.end]
                 self._data = grown
             self.begin, self.end = 0, live
-        self._data[:, self.end:self.end + n] = x
+        self._data[:, self.end : self.end + n] = x
         self.end += n
 
     def pop_front(self, n: int) -> torch.Tensor:
         """Remove and return (a copy of) the ``n`` oldest tokens."""
-        out = self._data[:, self.begin:self.begin + n].clone()
+        out = self._data[:, self.begin : self.begin + n].clone()
         self.begin += n
         if self.begin == self.end:
             self.begin = self.end = 0

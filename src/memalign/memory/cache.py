@@ -32,8 +32,9 @@ class EMCacheLayer(CacheLayerMixin):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         return None
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.cache.append_kv(self.layer_idx, key_states, value_states)
         return key_states, value_states
 
@@ -130,11 +131,17 @@ class EMCache(Cache):
                 store = layer.store
                 events = len(store) if store is not None else 0
                 in_events = store.num_tokens if store is not None else 0
-                rows.append({
-                    "sequence": b, "layer": i, "events": events,
-                    "mean_event_size": in_events / events if events else 0.0,
-                    "tokens_in_events": in_events, "tokens_in_window": len(layer.tail_k),
-                    "sink_tokens": len(layer.init_k), "bytes": sum(layer.nbytes().values()),
-                    "retrieved_last": len(layer.last_retrieved),
-                })
+                rows.append(
+                    {
+                        "sequence": b,
+                        "layer": i,
+                        "events": events,
+                        "mean_event_size": in_events / events if events else 0.0,
+                        "tokens_in_events": in_events,
+                        "tokens_in_window": len(layer.tail_k),
+                        "sink_tokens": len(layer.init_k),
+                        "bytes": sum(layer.nbytes().values()),
+                        "retrieved_last": len(layer.last_retrieved),
+                    }
+                )
         return rows

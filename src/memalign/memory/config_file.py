@@ -32,8 +32,9 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (bad byte at offset {exc.start}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            f"{what} {str(path)!r} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -46,8 +47,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
 def require_mapping(data: Any, where: str) -> dict[str, Any]:
     """``data`` as a dict with string keys, or a one-line error naming ``where`` it came from."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping of `key: value` settings, got a "
-                          f"{type(data).__name__}")
+        raise ConfigError(f"{where} must be a mapping of `key: value` settings, got a {type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"{where}: keys must be names, got {bad[0]!r} ({type(bad[0]).__name__})")

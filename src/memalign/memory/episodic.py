@@ -51,21 +51,26 @@ def prefill_bounds(total: int, chunk_size: int, last_token_alone: bool) -> list[
     return bounds + [total] if body < total else bounds
 
 
-def _em_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                          attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                          **kwargs: Any) -> tuple[torch.Tensor, None]:
+def _em_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """Registered as ``memalign_em``: delegates to the memory of the module's layer, sequence by sequence."""
     memory: EpisodicMemory | None = getattr(module, _HANDLE_ATTR, None)
     if memory is None or memory.active_cache is None:
-        raise MemalignError(
-            "the 'memalign_em' attention implementation only works while an EpisodicMemory is attached"
-        )
+        raise MemalignError("the 'memalign_em' attention implementation only works while an EpisodicMemory is attached")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     layer_idx = module.layer_idx
     rope = memory.rope_tables[layer_idx]
     out = query.new_zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
     for b, (layer, start, valid) in enumerate(memory.active_cache.layer_states(layer_idx)):
-        q = query[b:b + 1]
+        q = query[b : b + 1]
         full = bool(valid.all())
         if not full:
             q = q[:, :, valid]
@@ -91,8 +96,9 @@ class EpisodicMemory:
     distance beyond its ``max_position_embeddings``) are refused here, before anything is allocated.
     """
 
-    def __init__(self, model: PreTrainedModel, config: EMConfig | Mapping[str, Any] | str | Path | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self, model: PreTrainedModel, config: EMConfig | Mapping[str, Any] | str | Path | None = None, **overrides: Any
+    ) -> None:
         if isinstance(config, str | Path):
             config = EMConfig.preset(config, **overrides)
         elif config is None:
@@ -102,8 +108,10 @@ class EpisodicMemory:
         elif isinstance(config, EMConfig):
             config = config.replace(**overrides) if overrides else config
         else:
-            raise ConfigError(f"EpisodicMemory config must be an EMConfig, a mapping, a preset name or a YAML path, "
-                              f"got {type(config).__name__}")
+            raise ConfigError(
+                f"EpisodicMemory config must be an EMConfig, a mapping, a preset name or a YAML path, "
+                f"got {type(config).__name__}"
+            )
         self.model, self.config = model, config
         self.spec = get_arch_spec(model)
         config.check_model(self.spec.max_position_embeddings, self.spec.model_type)
@@ -136,9 +144,15 @@ class EpisodicMemory:
         if getattr(spec.attention(model, 0), _HANDLE_ATTR, None) is not None:
             raise ConfigError("an EpisodicMemory is already attached to this model; detach it first")
         param = next(model.parameters())
-        self.rope_tables = [RopeTable(spec.rotary_fn(model, i), param.dtype, param.device,
-                                      size=self.config.n_local + self.config.chunk_size + 1)
-                            for i in range(spec.num_layers)]
+        self.rope_tables = [
+            RopeTable(
+                spec.rotary_fn(model, i),
+                param.dtype,
+                param.device,
+                size=self.config.n_local + self.config.chunk_size + 1,
+            )
+            for i in range(spec.num_layers)
+        ]
         self._saved = {
             "attn": model.config._attn_implementation,
             "prefill_chunk_size": getattr(model.generation_config, "prefill_chunk_size", None),
@@ -208,11 +222,28 @@ class EpisodicMemory:
             # Right after a chunk is appended the tail holds the window, at most one unfinished event
             # (segmentation keeps < max_block_size tokens waiting for their boundary) and the chunk.
             waiting = cfg.max_block_size if use_memory else 0
-            layers.append(LayerMemory(spec.num_heads, spec.num_kv_heads, spec.head_dim, window,
-                                      0 if sliding else cfg.n_init, use_memory, param.dtype, param.device,
-                                      store_config, max_tail=window + waiting + cfg.chunk_size))
-        return SequenceMemory(config=cfg, layers=layers, memory_layers=memory_layers, hidden_size=spec.hidden_size,
-                              dtype=param.dtype, device=param.device)
+            layers.append(
+                LayerMemory(
+                    spec.num_heads,
+                    spec.num_kv_heads,
+                    spec.head_dim,
+                    window,
+                    0 if sliding else cfg.n_init,
+                    use_memory,
+                    param.dtype,
+                    param.device,
+                    store_config,
+                    max_tail=window + waiting + cfg.chunk_size,
+                )
+            )
+        return SequenceMemory(
+            config=cfg,
+            layers=layers,
+            memory_layers=memory_layers,
+            hidden_size=spec.hidden_size,
+            dtype=param.dtype,
+            device=param.device,
+        )
 
     def log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target | hidden) from the model's own LM head in fp32, in row chunks.
@@ -227,9 +258,9 @@ class EpisodicMemory:
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         step = max(128, (1 << 23) // max(head.out_features, 1))
         for a in range(0, hidden.shape[0], step):
-            logits = soft_cap(head(hidden[a:a + step]).float(), self._softcap)
-            picked = logits.gather(-1, targets[a:a + step, None])[:, 0]
-            out[a:a + step] = picked - torch.logsumexp(logits, dim=-1)
+            logits = soft_cap(head(hidden[a : a + step]).float(), self._softcap)
+            picked = logits.gather(-1, targets[a : a + step, None])[:, 0]
+            out[a : a + step] = picked - torch.logsumexp(logits, dim=-1)
         return out
 
     # ---- decoder hooks ----------------------------------------------------------------------------------
@@ -247,7 +278,7 @@ class EpisodicMemory:
             raise ConfigError("this EMCache belongs to another EpisodicMemory")
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
-        batch, length = (input_ids.shape if input_ids is not None else embeds.shape[:2])
+        batch, length = input_ids.shape if input_ids is not None else embeds.shape[:2]
         if length > self.config.n_local:
             raise ConfigError(
                 f"a forward of {length} tokens exceeds n_local={self.config.n_local}; feed long inputs in chunks "
@@ -257,8 +288,9 @@ class EpisodicMemory:
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             valid = mask[:, -length:].bool()
         else:
-            valid = torch.ones(batch, length, dtype=torch.bool, device=(input_ids if input_ids is not None
-                                                                          else embeds).device)
+            valid = torch.ones(
+                batch, length, dtype=torch.bool, device=(input_ids if input_ids is not None else embeds).device
+            )
         cache.begin_forward(input_ids, valid)
         self.active_cache = cache
         kwargs["use_cache"] = True
@@ -274,8 +306,13 @@ class EpisodicMemory:
 
     # ---- driver ---------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, cache: EMCache | None = None,
-                attention_mask: torch.Tensor | None = None, progress: Any = None) -> tuple[EMCache, torch.Tensor]:
+    def prefill(
+        self,
+        input_ids: torch.Tensor,
+        cache: EMCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        progress: Any = None,
+    ) -> tuple[EMCache, torch.Tensor]:
         """Feed ``input_ids`` [B, T] chunk by chunk; returns the cache and the last position's logits [B, V].
 
         Only the base decoder runs per chunk, so no [chunk, vocab] logits are kept beyond what surprise needs.
@@ -295,8 +332,9 @@ class EpisodicMemory:
                 attention_mask = torch.cat([torch.ones_like(cache.unfed), attention_mask.to(device)], dim=1)
             cache.unfed = None
         if input_ids.shape[1] == 0:
-            raise MemalignError("prefill needs at least one token; encode a non-empty prompt (a chat template "
-                                "adds its own tokens)")
+            raise MemalignError(
+                "prefill needs at least one token; encode a non-empty prompt (a chat template adds its own tokens)"
+            )
         past = cache.get_seq_length()
         full_mask = attention_mask.to(device) if attention_mask is not None else None
         hidden = None
@@ -315,9 +353,16 @@ class EpisodicMemory:
         return soft_cap(self.model.get_output_embeddings()(hidden).float(), self._softcap)
 
     @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, cache: EMCache | None = None,
-                 attention_mask: torch.Tensor | None = None, eos_token_id: int | list[int] | None = None,
-                 progress: Any = None, streamer: Any = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 32,
+        cache: EMCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        eos_token_id: int | list[int] | None = None,
+        progress: Any = None,
+        streamer: Any = None,
+    ) -> torch.Tensor:
         """Greedy generation for inputs of any length: chunked prefill, then one token at a time.
 
         Returns only the new tokens [B, <=max_new_tokens]. Pass the same ``cache`` again to continue a
@@ -327,13 +372,20 @@ class EpisodicMemory:
             streamer.put(input_ids.cpu())  # as transformers' generate: the prompt first (skipped by skip_prompt)
         cache, logits = self.prefill(input_ids, cache, attention_mask, progress)
         mask = attention_mask.to(logits.device) if attention_mask is not None else None
-        return self.decode(cache, logits, max_new_tokens, attention_mask=mask, eos_token_id=eos_token_id,
-                           streamer=streamer)
+        return self.decode(
+            cache, logits, max_new_tokens, attention_mask=mask, eos_token_id=eos_token_id, streamer=streamer
+        )
 
     @torch.inference_mode()
-    def decode(self, cache: EMCache, logits: torch.Tensor, max_new_tokens: int,
-               attention_mask: torch.Tensor | None = None, eos_token_id: int | list[int] | None = None,
-               streamer: Any = None) -> torch.Tensor:
+    def decode(
+        self,
+        cache: EMCache,
+        logits: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        eos_token_id: int | list[int] | None = None,
+        streamer: Any = None,
+    ) -> torch.Tensor:
         """Greedy decoding from the last logits [B, V] of a prefill on ``cache``; returns new tokens [B, n]."""
         eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
         decoder = self.spec.decoder(self.model)

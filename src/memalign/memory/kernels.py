@@ -25,8 +25,14 @@ CPU_FLASH_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attenti
 _CPU_FLASH_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None,
-           causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of ``q`` [B,H,L,D] over ``k,v`` [B,Hkv,S,D] -> (out [B,H,L,D], lse [B,H,L] fp32).
 
     ``mask`` is boolean [L,S] (True = visible), shared by batch and heads. ``causal`` requires L == S.
@@ -52,8 +58,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask
     return _attend_math(q, k, v, scale, mask, causal)
 
 
-def _attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None,
-                 causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _attend_math(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`attend` from public ops only: fp32 logits over key chunks, merged by their LSE."""
     B, H, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
@@ -63,11 +70,11 @@ def _attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
         mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
     lse_parts, out_parts = [], []
     for start in range(0, S, _MATH_KEY_CHUNK):
-        kc = k[:, :, start:start + _MATH_KEY_CHUNK].float()
-        vc = v[:, :, start:start + _MATH_KEY_CHUNK].float()
+        kc = k[:, :, start : start + _MATH_KEY_CHUNK].float()
+        vc = v[:, :, start : start + _MATH_KEY_CHUNK].float()
         s = (qf @ kc.transpose(-1, -2)).mul_(scale).view(B, Hkv, g, L, -1)
         if mask is not None:
-            s = s.masked_fill(~mask[:, start:start + _MATH_KEY_CHUNK], NEG_INF)
+            s = s.masked_fill(~mask[:, start : start + _MATH_KEY_CHUNK], NEG_INF)
         lse_c = torch.logsumexp(s, dim=-1)
         p = torch.exp(s - lse_c.unsqueeze(-1).clamp_min(-1e30)).nan_to_num_(0.0)
         out_parts.append((p.view(B, Hkv, g * L, -1) @ vc).view(B, H, L, -1))
@@ -77,8 +84,9 @@ def _attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     return out.to(q.dtype), lse
 
 
-def merge(parts: list[tuple[torch.Tensor, torch.Tensor]], out_dtype: torch.dtype | None = None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def merge(
+    parts: list[tuple[torch.Tensor, torch.Tensor]], out_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact combination of attention over disjoint key sets: weights exp(lse_i - lse) in fp32."""
     if len(parts) == 1:
         out, lse = parts[0]
@@ -92,9 +100,17 @@ def merge(parts: list[tuple[torch.Tensor, torch.Tensor]], out_dtype: torch.dtype
     return out.to(out_dtype or parts[0][0].dtype), total
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, q_start: int, k_start: int,
-                     window: int, other: tuple[torch.Tensor, torch.Tensor] | None = None, block: int | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    q_start: int,
+    k_start: int,
+    window: int,
+    other: tuple[torch.Tensor, torch.Tensor] | None = None,
+    block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sliding-window attention that also returns the attention mass each key receives.
 
     ``q`` [H,L,D] at positions ``q_start..``, ``k,v`` [Hkv,S,D] at positions ``k_start..``; query i sees
@@ -126,7 +142,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         n_q, first = b - a, q_start + a
         k0 = max(k_start, first - window + 1)
         k1 = min(k_start + S, first + n_q)
-        s = torch.matmul(qf[:, :, a:b].reshape(Hkv, g * n_q, D), kt[:, :, k0 - k_start:k1 - k_start])
+        s = torch.matmul(qf[:, :, a:b].reshape(Hkv, g * n_q, D), kt[:, :, k0 - k_start : k1 - k_start])
         s = s.view(Hkv, g, n_q, k1 - k0).mul_(scale)
         q_pos = torch.arange(first, first + n_q, device=q.device)[:, None]
         # Only two column ranges can hold invisible keys: newer than the block's first query, and older
@@ -134,19 +150,19 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         for c0, c1 in ((max(k0, first + 1), k1), (k0, min(k1, first + n_q - window))):
             if c0 < c1:
                 diff = q_pos - torch.arange(c0, c1, device=q.device)[None, :]
-                s[..., c0 - k0:c1 - k0].masked_fill_((diff < 0) | (diff >= window), NEG_INF)
+                s[..., c0 - k0 : c1 - k0].masked_fill_((diff < 0) | (diff >= window), NEG_INF)
         row_max = s.amax(dim=-1, keepdim=True).clamp_min_(-1e30)  # rows that see nothing stay finite
         s.sub_(row_max).exp_()
         lse_b = s.sum(dim=-1).log_().add_(row_max[..., 0])
         if other is not None:
             lse_b = torch.logaddexp(lse_b, lse_other[:, :, a:b])
         weight = torch.exp(row_max[..., 0] - lse_b.clamp_min(-1e30))  # exp(s - max) * weight = final probability
-        o = torch.matmul(s.view(Hkv, g * n_q, -1), vf[:, k0 - k_start:k1 - k_start]).view(Hkv, g, n_q, -1)
+        o = torch.matmul(s.view(Hkv, g * n_q, -1), vf[:, k0 - k_start : k1 - k_start]).view(Hkv, g, n_q, -1)
         o.mul_(weight.unsqueeze(-1))
         if other is not None:
             w_other = torch.exp(lse_other[:, :, a:b] - lse_b.clamp_min(-1e30)).nan_to_num_(0.0)
             o.addcmul_(o_other[:, :, a:b], w_other.unsqueeze(-1))
         out[:, :, a:b] = o
         lse[:, :, a:b] = lse_b
-        mass[:, :, k0 - k_start:k1 - k_start] += torch.matmul(weight.unsqueeze(-2), s).squeeze(-2)
+        mass[:, :, k0 - k_start : k1 - k_start] += torch.matmul(weight.unsqueeze(-2), s).squeeze(-2)
     return out.view(H, L, -1).to(q.dtype), lse.view(H, L), mass.view(H, S)

@@ -54,7 +54,7 @@ def modularity_scores(adj: torch.Tensor, candidates: torch.Tensor) -> torch.Tens
     intra_right = P[W, W] - P[t, W] - P[W, t] + P[t, t]
     deg_left = P[t, W]
     deg_right = two_m - deg_left
-    return ((intra_left + intra_right) - (deg_left ** 2 + deg_right ** 2) / two_m) / two_m
+    return ((intra_left + intra_right) - (deg_left**2 + deg_right**2) / two_m) / two_m
 
 
 def conductance_scores(adj: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -83,8 +83,9 @@ def refine_boundary(adj: torch.Tensor, lo: int, hi: int, metric: str) -> int:
     return int(candidates[-1 - int(torch.argmax(flipped))])
 
 
-def refine_boundaries(keys_fn: Callable[[int, int], torch.Tensor], boundaries: list[int], start: int, end: int,
-                      min_size: int, metric: str) -> list[int]:
+def refine_boundaries(
+    keys_fn: Callable[[int, int], torch.Tensor], boundaries: list[int], start: int, end: int, min_size: int, metric: str
+) -> list[int]:
     """Refine absolute boundary positions in order. ``keys_fn(a, b)`` gives [layers, heads, b-a, D] keys.
 
     ``start`` is the position where the current open event began (the first alpha); windows are

@@ -23,8 +23,9 @@ def select_by_similarity(scores: torch.Tensor, sizes: torch.Tensor, budget: int)
     return top[cum <= budget].tolist()
 
 
-def contiguity_neighbours(ranked: list[int], num_events: int, sizes: torch.Tensor, budget: int,
-                          exclude: set[int]) -> list[int]:
+def contiguity_neighbours(
+    ranked: list[int], num_events: int, sizes: torch.Tensor, budget: int, exclude: set[int]
+) -> list[int]:
     """Neighbours (next, then previous) of the retrieved events in similarity order, within ``budget``."""
     chosen: list[int] = []
     used = 0
@@ -40,8 +41,9 @@ def contiguity_neighbours(ranked: list[int], num_events: int, sizes: torch.Tenso
     return chosen
 
 
-def update_contiguity_buffer(old: list[int], new: list[int], sizes: torch.Tensor, budget: int,
-                             exclude: set[int]) -> list[int]:
+def update_contiguity_buffer(
+    old: list[int], new: list[int], sizes: torch.Tensor, budget: int, exclude: set[int]
+) -> list[int]:
     """The paper's queue: new neighbours first, then the previous buffer's events while they fit.
 
     Entries already retrieved by similarity this step are dropped, so no event is attended twice.

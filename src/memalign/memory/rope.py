@@ -17,8 +17,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 
-def identity_rotary_hook(module: nn.Module, args: Any, output: tuple[torch.Tensor, torch.Tensor]
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def identity_rotary_hook(
+    module: nn.Module, args: Any, output: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     cos, sin = output
     return torch.ones_like(cos), torch.zeros_like(sin)
 
@@ -34,8 +35,13 @@ class RopeTable:
     ``rotary_fn(x, position_ids)`` must be the module's *forward* (hooks bypassed): see ``ArchSpec.rotary_fn``.
     """
 
-    def __init__(self, rotary_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 dtype: torch.dtype, device: torch.device, size: int = 1024) -> None:
+    def __init__(
+        self,
+        rotary_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        dtype: torch.dtype,
+        device: torch.device,
+        size: int = 1024,
+    ) -> None:
         self._fn, self.dtype, self.device = rotary_fn, dtype, device
         self.cos = self.sin = torch.empty(0)
         self._build(size)

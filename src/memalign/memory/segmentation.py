@@ -74,6 +74,7 @@ def cut_events(flags: torch.Tensor | list[bool], min_size: int, max_size: int) -
 
 # ---- boundary strategies --------------------------------------------------------------------------
 
+
 @dataclass
 class BoundaryContext:
     """What a strategy may look at for the tokens whose boundary flags are being decided."""

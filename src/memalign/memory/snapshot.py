@@ -72,10 +72,16 @@ def _model_info(memory: EpisodicMemory) -> dict[str, Any]:
     from memalign.persona.capture import model_fingerprint
 
     spec = memory.spec
-    return {"model_type": spec.model_type, "num_layers": spec.num_layers, "num_heads": spec.num_heads,
-            "num_kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim, "hidden_size": spec.hidden_size,
-            "dtype": str(next(memory.model.parameters()).dtype).removeprefix("torch."),
-            "fingerprint": model_fingerprint(memory.model)}
+    return {
+        "model_type": spec.model_type,
+        "num_layers": spec.num_layers,
+        "num_heads": spec.num_heads,
+        "num_kv_heads": spec.num_kv_heads,
+        "head_dim": spec.head_dim,
+        "hidden_size": spec.hidden_size,
+        "dtype": str(next(memory.model.parameters()).dtype).removeprefix("torch."),
+        "fingerprint": model_fingerprint(memory.model),
+    }
 
 
 # ---- save -------------------------------------------------------------------------------------------
@@ -86,16 +92,21 @@ def _layer_tensors(prefix: str, layer: LayerMemory, out: dict[str, torch.Tensor]
     out[f"{prefix}.init_v"] = layer.init_v.view()
     if layer.tail_mass is not None:
         out[f"{prefix}.tail_mass"] = layer.tail_mass.view()
-    scalars: dict[str, Any] = {"tail_start": layer.tail_start, "contiguity": list(layer.contiguity),
-                               "last_retrieved": list(layer.last_retrieved), "events": 0}
+    scalars: dict[str, Any] = {
+        "tail_start": layer.tail_start,
+        "contiguity": list(layer.contiguity),
+        "last_retrieved": list(layer.last_retrieved),
+        "events": 0,
+    }
     store = layer.store
     if store is not None and len(store):
         pieces = store.archive.read(0, store.num_tokens)
         archive = pieces[0] if len(pieces) == 1 else torch.cat([p.to(pieces[0].device) for p in pieces])
         out[f"{prefix}.archive"] = archive  # [tokens, (k|v), Hkv, D]
         out[f"{prefix}.reprs"] = store.repr_matrix()
-        scalars.update(events=len(store), sizes=store.sizes.tolist(), starts=list(store.starts),
-                       positions=list(store.positions))
+        scalars.update(
+            events=len(store), sizes=store.sizes.tolist(), starts=list(store.starts), positions=list(store.positions)
+        )
     return scalars
 
 
@@ -105,8 +116,13 @@ def _sequence_tensors(prefix: str, seq: SequenceMemory, out: dict[str, torch.Ten
     out[f"{prefix}.hidden"] = seq._hidden.view()
     out[f"{prefix}.generator"] = seq.generator.get_state()
     layers = [_layer_tensors(f"{prefix}.layer{i}", layer, out) for i, layer in enumerate(seq.layers)]
-    return {"length": seq.length, "decided": seq.decided, "flags": [bool(f) for f in seq.flags],
-            "aux_start": seq._aux_start, "layers": layers}
+    return {
+        "length": seq.length,
+        "decided": seq.decided,
+        "flags": [bool(f) for f in seq.flags],
+        "aux_start": seq._aux_start,
+        "layers": layers,
+    }
 
 
 def save_snapshot(cache: EMCache, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -183,14 +199,17 @@ def _check_compatible(manifest: dict[str, Any], memory: EpisodicMemory, director
     diff = sorted(k for k in mine if theirs.get(k) != mine[k])
     if diff:
         details = ", ".join(f"{k}: saved {theirs.get(k)!r} vs now {mine[k]!r}" for k in diff)
-        raise MemalignError(f"{directory}: this memory was built by another model ({details}); "
-                            "load it with the model that wrote it")
+        raise MemalignError(
+            f"{directory}: this memory was built by another model ({details}); load it with the model that wrote it"
+        )
     if manifest.get("config") != memory.config.to_dict():
         saved = manifest.get("config") or {}
         now = memory.config.to_dict()
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        raise MemalignError(f"{directory}: this memory was built with other EMConfig settings ({', '.join(diff)}); "
-                            "use the configuration it was saved with")
+        raise MemalignError(
+            f"{directory}: this memory was built with other EMConfig settings ({', '.join(diff)}); "
+            "use the configuration it was saved with"
+        )
 
 
 def _fill(buffer: Any, data: torch.Tensor) -> None:
@@ -212,9 +231,8 @@ def _restore_layer(prefix: str, layer: LayerMemory, info: dict[str, Any], tensor
         if layer.store is None:
             raise DataError(f"{prefix}: the snapshot holds events for a layer without an event store")
         archive, reprs = tensors[f"{prefix}.archive"], tensors[f"{prefix}.reprs"]
-        for i, (size, start, position) in enumerate(zip(info["sizes"], info["starts"], info["positions"],
-                                                        strict=True)):
-            kv = archive[start:start + size].to(layer.store.device, layer.store.dtype)  # [n, 2, Hkv, D]
+        for i, (size, start, position) in enumerate(zip(info["sizes"], info["starts"], info["positions"], strict=True)):
+            kv = archive[start : start + size].to(layer.store.device, layer.store.dtype)  # [n, 2, Hkv, D]
             layer.store.add(kv[:, 0].transpose(0, 1), kv[:, 1].transpose(0, 1), reprs[i], int(position))
 
 

@@ -97,6 +97,7 @@ def create_dir(parent: Path) -> Path:
 
 # ---- live registry -------------------------------------------------------------------------------------
 
+
 def track_dir(path: Path, remover: Callable[[], Any]) -> None:
     """Record a live spill directory and the call that removes it (signal handlers run it)."""
     with _lock:

@@ -37,9 +37,19 @@ class LayerMemory:
     in ``tail_mass`` until the token becomes part of an event (:meth:`to_events`).
     """
 
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, window: int, n_init: int,
-                 use_memory: bool, dtype: torch.dtype, device: torch.device,
-                 store_config: StoreConfig | None = None, max_tail: int | None = None) -> None:
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        window: int,
+        n_init: int,
+        use_memory: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+        store_config: StoreConfig | None = None,
+        max_tail: int | None = None,
+    ) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window, self.n_init, self.use_memory = window, n_init, use_memory
         self.tail_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, max_live=max_tail)
@@ -47,8 +57,11 @@ class LayerMemory:
         self.tail_start = 0
         self.init_k = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
         self.init_v = TokenBuffer(num_kv_heads, (head_dim,), dtype, device, capacity=max(n_init, 1))
-        self.store = (EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device, store_config)
-                      if use_memory else None)
+        self.store = (
+            EventStore(num_kv_heads, head_dim, num_heads * head_dim, dtype, device, store_config)
+            if use_memory
+            else None
+        )
         self.tail_mass = TokenBuffer(num_heads, (), torch.float32, device, max_live=max_tail) if use_memory else None
         self.contiguity: list[int] = []
         self.last_retrieved: list[int] = []
@@ -108,7 +121,7 @@ class LayerMemory:
             position = self.tail_start
             k, v = self._pop(n)
             assert self.store is not None
-            self.store.add(k, v, representative_key(k, mass[:, offset:offset + n], repr_topk), position)
+            self.store.add(k, v, representative_key(k, mass[:, offset : offset + n], repr_topk), position)
             offset += n
 
     def attended_spans(self) -> list[tuple[int, int]]:
@@ -255,11 +268,12 @@ class SequenceMemory:
         surprise = None
         if strategy.needs_surprise:
             surprise = self._surprise(begin, end, log_prob)
-        ctx = BoundaryContext(positions=positions, surprise=surprise, history=self.surprise_history,
-                              config=cfg, generator=self.generator)
+        ctx = BoundaryContext(
+            positions=positions, surprise=surprise, history=self.surprise_history, config=cfg, generator=self.generator
+        )
         new_flags = strategy.decide(ctx).tolist()
         if surprise is not None:
-            self.surprise_history = torch.cat([self.surprise_history, surprise])[-int(cfg.surprise_window):]
+            self.surprise_history = torch.cat([self.surprise_history, surprise])[-int(cfg.surprise_window) :]
             if begin == 0:
                 new_flags[0] = False  # the first token has no surprise
         # Flags of tokens [pending_start, begin) already exist; extend to `end`.
@@ -286,8 +300,9 @@ class SequenceMemory:
             return torch.stack([self.layers[i].tail_slice(a, b)[0] for i in layers])
 
         tail_end = self.layers[self.memory_layers[0]].tail_end
-        refined = refine_boundaries(keys_fn, bounds, pending, min(end + cfg.max_block_size, tail_end),
-                                    cfg.min_block_size, cfg.refinement)
+        refined = refine_boundaries(
+            keys_fn, bounds, pending, min(end + cfg.max_block_size, tail_end), cfg.min_block_size, cfg.refinement
+        )
         self.flags = [False] * len(self.flags)
         for pos in refined:
             self.flags[pos - pending] = True
@@ -305,7 +320,7 @@ class SequenceMemory:
         a = first - 1 - self._aux_start
         hidden = self._hidden.view(a, a + end - first)[0]
         targets = self._ids.view(a + 1, a + 1 + end - first)[0]
-        out[first - begin:] = log_prob(hidden, targets).neg().float().cpu()
+        out[first - begin :] = log_prob(hidden, targets).neg().float().cpu()
         return out
 
     def _release_aux(self, keep_from: int) -> None:

@@ -48,8 +48,17 @@ class EventStore:
     the device); it exists so the cache logic can be exercised and measured without an accelerator.
     """
 
-    def __init__(self, num_kv_heads: int, head_dim: int, repr_dim: int, dtype: torch.dtype,
-                 device: torch.device, config: StoreConfig | None = None, *, cache_on_host: bool = False) -> None:
+    def __init__(
+        self,
+        num_kv_heads: int,
+        head_dim: int,
+        repr_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        config: StoreConfig | None = None,
+        *,
+        cache_on_host: bool = False,
+    ) -> None:
         cfg = config if config is not None else StoreConfig()
         self.config = cfg
         self.num_kv_heads, self.head_dim, self.repr_dim, self.dtype = num_kv_heads, head_dim, repr_dim, dtype
@@ -60,8 +69,15 @@ class EventStore:
         pin = bool(pin and archive_device.type == "cpu" and torch.cuda.is_available())
         self._pin = pin
         # Token-major [token, (k|v), kv_head, head_dim]: one event's K and V are one contiguous range.
-        self.archive = PagedArchive((2, num_kv_heads, head_dim), dtype, archive_device, cfg.page_tokens,
-                                    cfg.host_budget_bytes, cfg.offload_dir, pin)
+        self.archive = PagedArchive(
+            (2, num_kv_heads, head_dim),
+            dtype,
+            archive_device,
+            cfg.page_tokens,
+            cfg.host_budget_bytes,
+            cfg.offload_dir,
+            pin,
+        )
         self.cache = EventCache(cfg.device_cache_tokens) if use_cache else None
         self._stream = torch.cuda.Stream(self.device) if use_cache and self.device.type == "cuda" else None
         self.reprs = TokenBuffer(1, (repr_dim,), dtype, self.device, growth=_REPR_GROWTH)

@@ -83,8 +83,9 @@ class StoreConfig:
         if isinstance(data, StoreConfig):
             return data
         if not isinstance(data, Mapping):
-            raise ConfigError(f"EMConfig.store must be a StoreConfig or a mapping of its fields, got "
-                              f"{data!r} ({type(data).__name__})")
+            raise ConfigError(
+                f"EMConfig.store must be a StoreConfig or a mapping of its fields, got {data!r} ({type(data).__name__})"
+            )
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
@@ -103,5 +104,8 @@ class StoreConfig:
         def split(value: int | None) -> int | None:
             return None if value is None else value // n_stores
 
-        return replace(self, host_budget_bytes=split(self.host_budget_bytes),
-                       repr_device_max_bytes=split(self.repr_device_max_bytes))
+        return replace(
+            self,
+            host_budget_bytes=split(self.host_budget_bytes),
+            repr_device_max_bytes=split(self.repr_device_max_bytes),
+        )

@@ -95,18 +95,26 @@ def _remove_spill(directory: str, path: Path) -> None:
 
 def _offload_message(directory: Path, error: OSError, action: str) -> str:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left in offload directory {str(directory)!r} while {action}: free disk space there, "
-                "point StoreConfig.offload_dir at a larger disk, or raise StoreConfig.host_budget_bytes "
-                "(None keeps all event K/V in memory)")
+        return (
+            f"no space left in offload directory {str(directory)!r} while {action}: free disk space there, "
+            "point StoreConfig.offload_dir at a larger disk, or raise StoreConfig.host_budget_bytes "
+            "(None keeps all event K/V in memory)"
+        )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"offload directory {str(directory)!r} is not writable ({error.strerror}) while {action}: "
-                "set StoreConfig.offload_dir to a writable directory, or raise StoreConfig.host_budget_bytes "
-                "so nothing spills to disk")
+        return (
+            f"offload directory {str(directory)!r} is not writable ({error.strerror}) while {action}: "
+            "set StoreConfig.offload_dir to a writable directory, or raise StoreConfig.host_budget_bytes "
+            "so nothing spills to disk"
+        )
     if error.errno in (errno.ENOENT, errno.ENOTDIR):
-        return (f"offload directory {str(directory)!r} does not exist or is not a directory ({action}): "
-                "create it or set StoreConfig.offload_dir to an existing, writable directory")
-    return (f"could not write event K/V to {str(directory)!r} while {action} ({error}): set "
-            "StoreConfig.offload_dir to a working directory or raise StoreConfig.host_budget_bytes")
+        return (
+            f"offload directory {str(directory)!r} does not exist or is not a directory ({action}): "
+            "create it or set StoreConfig.offload_dir to an existing, writable directory"
+        )
+    return (
+        f"could not write event K/V to {str(directory)!r} while {action} ({error}): set "
+        "StoreConfig.offload_dir to a working directory or raise StoreConfig.host_budget_bytes"
+    )
 
 
 class PagedArchive:
@@ -119,9 +127,16 @@ class PagedArchive:
     (full disk, unwritable directory) leaves the archive exactly as it was.
     """
 
-    def __init__(self, token_shape: Sequence[int], dtype: torch.dtype, device: torch.device, page_tokens: int,
-                 budget_bytes: int | None = None, offload_dir: str | os.PathLike[str] | None = None,
-                 pin: bool = False) -> None:
+    def __init__(
+        self,
+        token_shape: Sequence[int],
+        dtype: torch.dtype,
+        device: torch.device,
+        page_tokens: int,
+        budget_bytes: int | None = None,
+        offload_dir: str | os.PathLike[str] | None = None,
+        pin: bool = False,
+    ) -> None:
         self.token_shape = tuple(int(s) for s in token_shape)
         self.dtype, self.device, self.page_tokens, self.pin = dtype, device, page_tokens, pin
         self.token_bytes = math.prod(self.token_shape) * torch.empty(0, dtype=dtype).element_size()
@@ -152,7 +167,7 @@ class PagedArchive:
         return self._dir
 
     def memory_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self._pages[self.spilled:] if p is not None)
+        return sum(p.numel() * p.element_size() for p in self._pages[self.spilled :] if p is not None)
 
     def disk_bytes(self) -> int:
         return self.spilled * self.page_bytes
@@ -209,7 +224,7 @@ class PagedArchive:
                 page, offset = divmod(self.num_tokens, self.page_tokens)
                 take = min(n - done, self.page_tokens - offset)
                 buf = self._writable_page(page, offset + take)
-                buf[offset:offset + take] = x[done:done + take]
+                buf[offset : offset + take] = x[done : done + take]
                 self.num_tokens += take
                 done += take
         except BaseException:
@@ -221,7 +236,7 @@ class PagedArchive:
         if n > self.num_tokens or n < self.spilled * self.page_tokens:
             raise ValueError(f"cannot truncate {self.num_tokens} tokens to {n}")
         self.num_tokens = n
-        del self._pages[-(-n // self.page_tokens):]
+        del self._pages[-(-n // self.page_tokens) :]
 
     def _writable_page(self, page: int, needed: int) -> torch.Tensor:
         """The in-memory page ``page`` with room for ``needed`` tokens.
@@ -306,8 +321,10 @@ class PagedArchive:
                     raise OSError(errno.EIO, "spill file is shorter than the pages written to it")
                 done += got
         except OSError as e:
-            raise OffloadError(f"cannot read spilled event K/V from {str(path)!r} ({e}); was the offload "
-                               "directory removed or truncated while the model was running?") from e
+            raise OffloadError(
+                f"cannot read spilled event K/V from {str(path)!r} ({e}); was the offload "
+                "directory removed or truncated while the model was running?"
+            ) from e
         return out
 
     # ---- reading ------------------------------------------------------------------------------------
@@ -325,7 +342,7 @@ class PagedArchive:
             page, offset = divmod(t, self.page_tokens)
             take = min(stop - t, self.page_tokens - offset)
             data = self._pages[page]
-            pieces.append(data[offset:offset + take] if data is not None else self._read_disk(page, offset, take))
+            pieces.append(data[offset : offset + take] if data is not None else self._read_disk(page, offset, take))
             t += take
         return pieces
 

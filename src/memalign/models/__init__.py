@@ -21,7 +21,20 @@ from memalign.models.presets import (
 )
 
 __all__ = [
-    "ARCH_REGISTRY", "DEFAULT_PRESET", "PRESETS", "ArchFamily", "ArchSpec", "Preset", "ensure_preset",
-    "get_arch_spec", "get_preset", "is_cached", "load_model", "register_arch", "register_preset",
-    "resolve_device", "resolve_dtype", "supported_model_types",
+    "ARCH_REGISTRY",
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "ArchFamily",
+    "ArchSpec",
+    "Preset",
+    "ensure_preset",
+    "get_arch_spec",
+    "get_preset",
+    "is_cached",
+    "load_model",
+    "register_arch",
+    "register_preset",
+    "resolve_device",
+    "resolve_dtype",
+    "supported_model_types",
 ]

@@ -16,7 +16,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from memalign.errors import ModelFileError
+from memalign.errors import ModelFileError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ def check_gguf(path: Path) -> None:
         end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     except Exception as exc:  # any parse failure of an arbitrary byte string means "damaged file"
         logger.debug("gguf reader failed on %s", path, exc_info=True)
-        raise ModelFileError(
-            f"GGUF file {path} is damaged or truncated ({first_line(exc)}); {_REDOWNLOAD}"
-        ) from None
+        raise ModelFileError(f"GGUF file {path} is damaged or truncated ({first_line(exc)}); {_REDOWNLOAD}") from None
     if not reader.tensors:
         raise ModelFileError(f"GGUF file {path} contains no tensors; {_REDOWNLOAD}")
     if end > size:
@@ -97,3 +95,13 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, for a one-line user error."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def require_accelerate() -> None:
+    """transformers dequantises GGUF files through accelerate; say so before it fails deep inside a load."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise ModelNotFoundError(
+            "loading a .gguf file needs the accelerate package (a memalign dependency): pip install accelerate"
+        ) from None

@@ -41,4 +41,3 @@ def describe_model(name_or_path: str) -> dict[str, Any]:
     dtype = getattr(config, "dtype", None)
     info["dtype"] = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
     return info
-

@@ -19,7 +19,7 @@ import torch
 
 from memalign.errors import ModelFileError, ModelNotFoundError
 from memalign.models.arch import get_arch_spec
-from memalign.models.file_checks import check_checkpoint_dir, check_gguf, first_line
+from memalign.models.file_checks import check_checkpoint_dir, check_gguf, first_line, require_accelerate
 from memalign.models.placement import resolve_device, resolve_dtype
 from memalign.models.presets import PRESETS, ensure_preset
 from memalign.progress import status
@@ -50,6 +50,7 @@ def resolve_source(name_or_path: str) -> tuple[str, dict[str, Any]]:
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist")
         check_gguf(path)
+        require_accelerate()
         return str(path.parent), {"gguf_file": path.name}
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -112,8 +113,9 @@ def load_model(
     transformers_logging.disable_progress_bar()
     try:
         with status(f"Loading {name_or_path}"):
-            tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items()
-                                                                 if k in _TOKENIZER_KWARGS})
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, **{k: v for k, v in kwargs.items() if k in _TOKENIZER_KWARGS}
+            )
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=torch_dtype, attn_implementation=attn_implementation, **kwargs
             )

@@ -14,8 +14,14 @@ import torch
 
 from memalign.errors import ConfigError
 
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 # Device types memalign's attention paths are written for; others (meta, hpu, xla, ...) would load
 # without weights or fail inside kernels memalign never exercised.
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")

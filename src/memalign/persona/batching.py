@@ -52,8 +52,15 @@ class ContextBank:
     hooks should act on the continuation only.
     """
 
-    def __init__(self, prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor], prefix_len: int,
-                 batches: list[_Batch], size: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        prefix_keys: list[torch.Tensor],
+        prefix_values: list[torch.Tensor],
+        prefix_len: int,
+        batches: list[_Batch],
+        size: int,
+        batch_size: int,
+    ) -> None:
         self.prefix_keys, self.prefix_values, self.prefix_len = prefix_keys, prefix_values, prefix_len
         self.batches, self.size, self.batch_size = batches, size, batch_size
 
@@ -62,8 +69,13 @@ class ContextBank:
 
     @classmethod
     @torch.inference_mode()
-    def build(cls, model: PreTrainedModel, contexts: Sequence[Sequence[int]], batch_size: int = 16,
-              description: str = "Encoding prompts") -> ContextBank:
+    def build(
+        cls,
+        model: PreTrainedModel,
+        contexts: Sequence[Sequence[int]],
+        batch_size: int = 16,
+        description: str = "Encoding prompts",
+    ) -> ContextBank:
         if not contexts:
             raise ConfigError("no contexts to encode")
         if batch_size < 1:
@@ -81,14 +93,20 @@ class ContextBank:
         batches = []
         with progress_bar(description, total=len(contexts), unit="prompts") as advance:
             for start in range(0, len(contexts), batch_size):
-                chunk = [list(c[prefix_len:]) for c in contexts[start:start + batch_size]]
+                chunk = [list(c[prefix_len:]) for c in contexts[start : start + batch_size]]
                 batches.append(cls._encode(model, chunk, prefix_keys, prefix_values, prefix_len, start))
                 advance(len(chunk))
         return cls(prefix_keys, prefix_values, prefix_len, batches, len(contexts), batch_size)
 
     @staticmethod
-    def _encode(model: PreTrainedModel, chunk: list[list[int]], prefix_keys: list[torch.Tensor],
-                prefix_values: list[torch.Tensor], prefix_len: int, start: int) -> _Batch:
+    def _encode(
+        model: PreTrainedModel,
+        chunk: list[list[int]],
+        prefix_keys: list[torch.Tensor],
+        prefix_values: list[torch.Tensor],
+        prefix_len: int,
+        start: int,
+    ) -> _Batch:
         device = model.device
         rows, width = len(chunk), max(len(c) for c in chunk)
         ids = torch.zeros(rows, width, dtype=torch.long, device=device)
@@ -97,22 +115,28 @@ class ContextBank:
         positions = torch.zeros(rows, width, dtype=torch.long, device=device)
         for r, ctx in enumerate(chunk):
             n = len(ctx)
-            ids[r, width - n:] = torch.tensor(ctx, device=device)
-            mask[r, prefix_len + width - n:] = 1
-            positions[r, width - n:] = torch.arange(prefix_len, prefix_len + n, device=device)
+            ids[r, width - n :] = torch.tensor(ctx, device=device)
+            mask[r, prefix_len + width - n :] = 1
+            positions[r, width - n :] = torch.arange(prefix_len, prefix_len + n, device=device)
         cache = _cache(prefix_keys, prefix_values, rows)
-        out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
+        out = model(
+            ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
         keys = [layer.keys[:, :, prefix_len:].contiguous() for layer in out.past_key_values.layers]
         values = [layer.values[:, :, prefix_len:].contiguous() for layer in out.past_key_values.layers]
         lengths = torch.tensor([len(c) for c in chunk], device=device)
         return _Batch(keys, values, mask, prefix_len + lengths, start)
 
     @torch.inference_mode()
-    def run(self, model: PreTrainedModel, continuations: Sequence[Sequence[int]],
-            rows: Sequence[int] | None = None, max_rows: int = 128,
-            chunk_context: Callable[[slice], AbstractContextManager[object]] | None = None,
-            vocab: Sequence[int] | None = None) -> torch.Tensor:
+    def run(
+        self,
+        model: PreTrainedModel,
+        continuations: Sequence[Sequence[int]],
+        rows: Sequence[int] | None = None,
+        max_rows: int = 128,
+        chunk_context: Callable[[slice], AbstractContextManager[object]] | None = None,
+        vocab: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Next-token logits (float32) after each selected context + its continuation.
 
         ``continuations[i]`` continues context ``rows[i]`` (every context in order when ``rows`` is
@@ -145,17 +169,25 @@ class ContextBank:
             positions = next_position[:, None] + torch.arange(steps, device=model.device)
             with chunk_context(part) if chunk_context is not None else nullcontext():
                 if vocab is None:
-                    out = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                use_cache=True, logits_to_keep=1)
+                    out = model(
+                        tokens,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        past_key_values=cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
                     outputs.append(out.logits[:, -1].float())
                 else:
-                    hidden = model.get_decoder()(tokens, attention_mask=mask, position_ids=positions,
-                                                 past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+                    hidden = model.get_decoder()(
+                        tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+                    ).last_hidden_state[:, -1]
                     outputs.append(_vocab_logits(model, hidden, vocab))
         return torch.cat(outputs) if outputs else torch.zeros(0)
 
-    def _gather(self, rows: list[int], device: torch.device
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _gather(
+        self, rows: list[int], device: torch.device
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Cache tensors, mask and next positions of ``rows`` (in that order), batches left-padded to one width."""
         wanted = torch.tensor(rows, dtype=torch.long)
         starts = torch.tensor([b.start for b in self.batches])
@@ -174,8 +206,9 @@ class ContextBank:
                 keys[i].append(torch.nn.functional.pad(batch.keys[i][local], (0, 0, pad, 0)))
                 values[i].append(torch.nn.functional.pad(batch.values[i][local], (0, 0, pad, 0)))
             mask = batch.mask[local]
-            masks.append(torch.cat([mask[:, :self.prefix_len], mask.new_zeros(len(local), pad),
-                                    mask[:, self.prefix_len:]], 1))
+            masks.append(
+                torch.cat([mask[:, : self.prefix_len], mask.new_zeros(len(local), pad), mask[:, self.prefix_len :]], 1)
+            )
             nexts.append(batch.next_position[local])
             order.append(where)
         inverse = torch.argsort(torch.cat(order)).to(device)
@@ -183,10 +216,12 @@ class ContextBank:
         out_keys = [torch.cat(k)[inverse].to(device) for k in keys]
         out_values = [torch.cat(v)[inverse].to(device) for v in values]
         if self.prefix_len:
-            out_keys = [torch.cat([p.expand(n, -1, -1, -1), k], 2)
-                        for p, k in zip(self.prefix_keys, out_keys, strict=True)]
-            out_values = [torch.cat([p.expand(n, -1, -1, -1), v], 2)
-                          for p, v in zip(self.prefix_values, out_values, strict=True)]
+            out_keys = [
+                torch.cat([p.expand(n, -1, -1, -1), k], 2) for p, k in zip(self.prefix_keys, out_keys, strict=True)
+            ]
+            out_values = [
+                torch.cat([p.expand(n, -1, -1, -1), v], 2) for p, v in zip(self.prefix_values, out_values, strict=True)
+            ]
         return out_keys, out_values, torch.cat(masks)[inverse].to(device), torch.cat(nexts)[inverse].to(device)
 
     # ---- persistence (safetensors, never pickle) ------------------------------------------------
@@ -198,13 +233,20 @@ class ContextBank:
             for i, (k, v) in enumerate(zip(batch.keys, batch.values, strict=True)):
                 tensors[f"b{b}.{i}.k"], tensors[f"b{b}.{i}.v"] = k, v
             tensors[f"b{b}.mask"], tensors[f"b{b}.next"] = batch.mask, batch.next_position
-        header = {"format": BANK_FORMAT, "prefix_len": self.prefix_len, "size": self.size,
-                  "batch_size": self.batch_size, "batches": [b.start for b in self.batches],
-                  "layers": len(self.batches[0].keys), **(meta or {})}
+        header = {
+            "format": BANK_FORMAT,
+            "prefix_len": self.prefix_len,
+            "size": self.size,
+            "batch_size": self.batch_size,
+            "batches": [b.start for b in self.batches],
+            "layers": len(self.batches[0].keys),
+            **(meta or {}),
+        }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(path) + ".tmp")
-        save_file({k: t.detach().cpu() for k, t in tensors.items()}, str(tmp),
-                  metadata={"memalign": json.dumps(header)})
+        save_file(
+            {k: t.detach().cpu() for k, t in tensors.items()}, str(tmp), metadata={"memalign": json.dumps(header)}
+        )
         tmp.replace(path)
 
     @classmethod
@@ -220,8 +262,13 @@ class ContextBank:
         prefix_keys = [tensors[f"prefix.{i}.k"] for i in range(layers)] if header["prefix_len"] else []
         prefix_values = [tensors[f"prefix.{i}.v"] for i in range(layers)] if header["prefix_len"] else []
         batches = [
-            _Batch([tensors[f"b{b}.{i}.k"] for i in range(layers)], [tensors[f"b{b}.{i}.v"] for i in range(layers)],
-                   tensors[f"b{b}.mask"], tensors[f"b{b}.next"], start)
+            _Batch(
+                [tensors[f"b{b}.{i}.k"] for i in range(layers)],
+                [tensors[f"b{b}.{i}.v"] for i in range(layers)],
+                tensors[f"b{b}.mask"],
+                tensors[f"b{b}.next"],
+                start,
+            )
             for b, start in enumerate(header["batches"])
         ]
         return cls(prefix_keys, prefix_values, header["prefix_len"], batches, header["size"], header["batch_size"])
@@ -240,5 +287,9 @@ def _cache(prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor], r
     # model's mask still applies the window.
     if not prefix_keys:
         return DynamicCache()
-    return DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                        for k, v in zip(prefix_keys, prefix_values, strict=True)])
+    return DynamicCache(
+        ddp_cache_data=[
+            (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+            for k, v in zip(prefix_keys, prefix_values, strict=True)
+        ]
+    )

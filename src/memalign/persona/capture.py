@@ -53,6 +53,7 @@ def capture_last_token(model: nn.Module, spec: ArchSpec | None = None) -> Iterat
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             records[layer].append(x[:, -1].detach().float().reshape(x.shape[0], spec.num_heads, spec.head_dim).cpu())
+
         return hook
 
     try:
@@ -152,9 +153,15 @@ class HeadActivations:
     def save(self, path: str | Path, meta: Mapping[str, Any] | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(path) + ".tmp")
-        save_file({"agree": self.agree.contiguous(), "disagree": self.disagree.contiguous(),
-                   "item_ids": torch.tensor(self.item_ids, dtype=torch.long)}, str(tmp),
-                  metadata={"memalign": json.dumps({"format": ACTIVATIONS_FORMAT, **(meta or {})})})
+        save_file(
+            {
+                "agree": self.agree.contiguous(),
+                "disagree": self.disagree.contiguous(),
+                "item_ids": torch.tensor(self.item_ids, dtype=torch.long),
+            },
+            str(tmp),
+            metadata={"memalign": json.dumps({"format": ACTIVATIONS_FORMAT, **(meta or {})})},
+        )
         tmp.replace(path)
 
     @classmethod

@@ -146,8 +146,14 @@ def _stance(value: int | None) -> int:
     return 0 if value is None or value == 3 else (1 if value > 3 else -1)
 
 
-def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], spec: ArchSpec, config: FitConfig,
-                    seed: int, ks: Sequence[int]) -> tuple[dict[int, Steering], torch.Tensor]:
+def _heads_steering(
+    activations: HeadActivations,
+    stances: Mapping[int, int],
+    spec: ArchSpec,
+    config: FitConfig,
+    seed: int,
+    ks: Sequence[int],
+) -> tuple[dict[int, Steering], torch.Tensor]:
     """Probe-rank heads on these items and build a steering (alpha 1) for each K, plus the held-out
     probe accuracies in ranking order.
 
@@ -167,14 +173,19 @@ def _heads_steering(activations: HeadActivations, stances: Mapping[int, int], sp
         directions = com_directions(x[:, chosen], y)
         stds = projection_std(x[:, chosen], directions)
         heads = [divmod(int(i), spec.num_heads) for i in chosen]
-        out[k] = Steering(tuple(heads), directions, stds, 1.0, spec.num_layers, spec.num_heads, spec.head_dim,
-                          config.positions)
+        out[k] = Steering(
+            tuple(heads), directions, stds, 1.0, spec.num_layers, spec.num_heads, spec.head_dim, config.positions
+        )
     return out, scores.accuracy[ranking]
 
 
-def _sweep_generated(session: QuestionnaireSession, candidates: list[tuple[int, float, list[int], Steering]],
-                     raw: Mapping[int, int | None], errors: dict[tuple[int, float], dict[int, float]],
-                     prediction: str) -> None:
+def _sweep_generated(
+    session: QuestionnaireSession,
+    candidates: list[tuple[int, float, list[int], Steering]],
+    raw: Mapping[int, int | None],
+    errors: dict[tuple[int, float], dict[int, float]],
+    prediction: str,
+) -> None:
     """Score every (candidate, held-out item) pair in a few wide forwards, one shift per row."""
     items: list[int] = []
     blocks: list[tuple[int, int, dict[int, torch.Tensor]]] = []
@@ -195,9 +206,13 @@ def _sweep_generated(session: QuestionnaireSession, candidates: list[tuple[int, 
         errors[(k, alpha)].update({items[r]: abs(predictions[r] - raw[items[r]]) for r in range(begin, end)})
 
 
-def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
-                 answers: SubjectAnswers | Mapping[int, int | None], config: FitConfig | None = None,
-                 meta: Mapping[str, Any] | None = None) -> FitResult:
+def fit_steering(
+    session: QuestionnaireSession,
+    activations: HeadActivations,
+    answers: SubjectAnswers | Mapping[int, int | None],
+    config: FitConfig | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> FitResult:
     """Fit a person's steering on the session's items (see the module docstring for the steps).
 
     ``answers`` may hold more items than the session (a whole questionnaire); only the session's items
@@ -207,8 +222,10 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     start, cpu_start = time.perf_counter(), time.process_time()
     spec = get_arch_spec(session.model)
     if activations.shape != (spec.num_layers, spec.num_heads, spec.head_dim):
-        raise ConfigError(f"activations have (layers, heads, head_dim) {activations.shape}, the model "
-                          f"{(spec.num_layers, spec.num_heads, spec.head_dim)}")
+        raise ConfigError(
+            f"activations have (layers, heads, head_dim) {activations.shape}, the model "
+            f"{(spec.num_layers, spec.num_heads, spec.head_dim)}"
+        )
     max_k = max(config.k_candidates)
     if max_k > spec.num_layers * spec.num_heads:
         raise ConfigError(f"K = {max_k} exceeds the model's {spec.num_layers * spec.num_heads} heads")
@@ -217,13 +234,14 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     labeled = [i for i in session.item_ids if stances[i] != 0]
     scored = [i for i in session.item_ids if raw[i] is not None]
     if len(labeled) < config.min_items:
-        raise DataError(f"only {len(labeled)} of the {len(raw)} training items have a non-neutral answer; at least "
-                        f"{config.min_items} are needed to fit a steering")
+        raise DataError(
+            f"only {len(labeled)} of the {len(raw)} training items have a non-neutral answer; at least "
+            f"{config.min_items} are needed to fit a steering"
+        )
 
     folds = min(config.cv_folds, len(scored))
     order = torch.randperm(len(scored), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    fold_items = [[scored[j] for j in part] for part in torch.tensor_split(torch.tensor(order), folds)
-                  if len(part)]
+    fold_items = [[scored[j] for j in part] for part in torch.tensor_split(torch.tensor(order), folds) if len(part)]
     ks = config.k_candidates
     nonzero = [a for a in config.alpha_grid if a != 0.0]
     errors: dict[tuple[int, float], dict[int, float]] = {(k, a): {} for k in ks for a in config.alpha_grid}
@@ -243,34 +261,65 @@ def fit_steering(session: QuestionnaireSession, activations: HeadActivations,
     if config.positions == "generated":
         _sweep_generated(session, candidates, raw, errors, config.prediction)
     else:
-        with progress_bar("Scoring candidates (positions=all re-encodes prompts)", total=len(candidates),
-                          unit="fits") as advance:
+        with progress_bar(
+            "Scoring candidates (positions=all re-encodes prompts)", total=len(candidates), unit="fits"
+        ) as advance:
             for k, alpha, held_out, steering in candidates:
                 scores = session.score(steering, alpha=alpha, item_ids=held_out)
                 errors[(k, alpha)].update(scores.abs_errors(raw, config.prediction))
                 advance(1)
     cv_mae = {key: sum(v.values()) / len(v) for key, v in errors.items()}
     best_k, best_alpha = min(cv_mae, key=lambda key: (round(cv_mae[key], 12), abs(key[1]), key[0]))
-    logger.info("CV chose K=%d, alpha=%g (held-out MAE %.3f; unsteered %.3f)", best_k, best_alpha,
-                cv_mae[(best_k, best_alpha)], cv_mae.get((best_k, 0.0), math.nan))
+    logger.info(
+        "CV chose K=%d, alpha=%g (held-out MAE %.3f; unsteered %.3f)",
+        best_k,
+        best_alpha,
+        cv_mae[(best_k, best_alpha)],
+        cv_mae.get((best_k, 0.0), math.nan),
+    )
 
-    final, accuracy = _heads_steering(activations, {i: stances[i] for i in labeled}, spec, config, config.seed,
-                                      [best_k])
+    final, accuracy = _heads_steering(
+        activations, {i: stances[i] for i in labeled}, spec, config, config.seed, [best_k]
+    )
     info = {
         "library_version": memalign.__version__,
         **model_identity(session.model),
-        "k": best_k, "alpha": best_alpha, "positions": config.positions, "seed": config.seed,
-        "fit_config": config.to_dict(), "prompt_config": session.config.to_dict(),
+        "k": best_k,
+        "alpha": best_alpha,
+        "positions": config.positions,
+        "seed": config.seed,
+        "fit_config": config.to_dict(),
+        "prompt_config": session.config.to_dict(),
         "train_items": list(session.item_ids),
         "cv_mae": [{"k": k, "alpha": a, "mae": v} for (k, a), v in sorted(cv_mae.items())],
-        "n_labeled": len(labeled), "n_scored": len(scored),
+        "n_labeled": len(labeled),
+        "n_scored": len(scored),
         **dict(meta or {}),
     }
     steering = final[best_k].with_alpha(best_alpha)
-    steering = Steering(steering.heads, steering.directions, steering.stds, steering.alpha, steering.num_layers,
-                        steering.num_heads, steering.head_dim, steering.positions, info)
-    return FitResult(steering, best_k, best_alpha, cv_mae, len(labeled), len(scored), time.perf_counter() - start,
-                     tuple(accuracy[:best_k].tolist()), time.process_time() - cpu_start, errors)
+    steering = Steering(
+        steering.heads,
+        steering.directions,
+        steering.stds,
+        steering.alpha,
+        steering.num_layers,
+        steering.num_heads,
+        steering.head_dim,
+        steering.positions,
+        info,
+    )
+    return FitResult(
+        steering,
+        best_k,
+        best_alpha,
+        cv_mae,
+        len(labeled),
+        len(scored),
+        time.perf_counter() - start,
+        tuple(accuracy[:best_k].tolist()),
+        time.process_time() - cpu_start,
+        errors,
+    )
 
 
 class PersonaAligner:
@@ -280,14 +329,23 @@ class PersonaAligner:
     prompts (both cached on disk, so a second process starts in about a second).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Sequence[Item],
-                 instrument: str = "IPIP-NEO-120", prompt_config: PromptConfig | None = None,
-                 fit_config: FitConfig | None = None, rewordings: Mapping[int, str] | None = None,
-                 batch_size: int = 16, cache: bool | str = True) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        items: Sequence[Item],
+        instrument: str = "IPIP-NEO-120",
+        prompt_config: PromptConfig | None = None,
+        fit_config: FitConfig | None = None,
+        rewordings: Mapping[int, str] | None = None,
+        batch_size: int = 16,
+        cache: bool | str = True,
+    ) -> None:
         self.instrument = instrument
         self.fit_config = fit_config or FitConfig()
-        self.session = QuestionnaireSession(model, tokenizer, items, prompt_config, rewordings,
-                                            batch_size=batch_size, cache=cache)
+        self.session = QuestionnaireSession(
+            model, tokenizer, items, prompt_config, rewordings, batch_size=batch_size, cache=cache
+        )
         self._activations: HeadActivations | None = None
 
     @property
@@ -302,8 +360,12 @@ class PersonaAligner:
         _ = self.activations
         return self
 
-    def fit(self, answers: SubjectAnswers | Mapping[int, int | None], config: FitConfig | None = None,
-            subject_id: str | None = None) -> FitResult:
+    def fit(
+        self,
+        answers: SubjectAnswers | Mapping[int, int | None],
+        config: FitConfig | None = None,
+        subject_id: str | None = None,
+    ) -> FitResult:
         if isinstance(answers, SubjectAnswers):
             subject_id = subject_id or answers.subject_id
             answers = answers.restrict(self.session.item_ids)

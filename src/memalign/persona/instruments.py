@@ -133,8 +133,10 @@ def load_item_key(path: str | Path, name: str = "IPIP-NEO-300") -> Instrument:
     columns, rows = csv_rows(read_data_file(path, "item key")[0], path)
     missing = [c for c in REQUIRED_ITEM_KEY_COLUMNS if c not in columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; an item key needs "
-                        f"{', '.join(REQUIRED_ITEM_KEY_COLUMNS)} (optional: short_id, facet_key, facet)")
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; an item key needs "
+            f"{', '.join(REQUIRED_ITEM_KEY_COLUMNS)} (optional: short_id, facet_key, facet)"
+        )
     items = []
     seen: dict[int, str] = {}
     seen_short: dict[int, str] = {}
@@ -165,9 +167,17 @@ def load_item_key(path: str | Path, name: str = "IPIP-NEO-300") -> Instrument:
         text = (row["text"] or "").strip()
         if not text:
             raise DataError(f"{where}: empty text")
-        items.append(Item(full_id=full_id, text=text, domain=match.group(2), facet_key=facet_key,
-                          keyed=1 if match.group(1) == "+" else -1, facet=(row.get("facet") or "").strip(),
-                          short_id=short_id))
+        items.append(
+            Item(
+                full_id=full_id,
+                text=text,
+                domain=match.group(2),
+                facet_key=facet_key,
+                keyed=1 if match.group(1) == "+" else -1,
+                facet=(row.get("facet") or "").strip(),
+                short_id=short_id,
+            )
+        )
     if not items:
         raise DataError(f"{path}: no items")
     return Instrument(name, tuple(items))
@@ -233,4 +243,3 @@ def palign_split(instrument: Instrument) -> ItemSplit:
     train = tuple(item.full_id for item in instrument.short_form().items)
     chosen = set(train)
     return ItemSplit(train=train, test=tuple(i for i in instrument.ids if i not in chosen))
-

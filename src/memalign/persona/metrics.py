@@ -17,8 +17,7 @@ from memalign.persona.instruments import Instrument
 from memalign.persona.subjects import SubjectAnswers
 
 
-def item_errors(predictions: Mapping[int, float], subject: SubjectAnswers,
-                item_ids: Iterable[int]) -> dict[int, float]:
+def item_errors(predictions: Mapping[int, float], subject: SubjectAnswers, item_ids: Iterable[int]) -> dict[int, float]:
     """|prediction - raw answer| per item with a non-missing answer; every such item needs a prediction."""
     errors = {}
     for item_id in item_ids:
@@ -44,8 +43,9 @@ class AlignmentScore:
         return sum(self.domain_mae.values())
 
 
-def alignment_score(predictions: Mapping[int, float], subject: SubjectAnswers, item_ids: Iterable[int],
-                    instrument: Instrument) -> AlignmentScore:
+def alignment_score(
+    predictions: Mapping[int, float], subject: SubjectAnswers, item_ids: Iterable[int], instrument: Instrument
+) -> AlignmentScore:
     errors = item_errors(predictions, subject, item_ids)
     by_domain: dict[str, list[float]] = {}
     for item_id, err in errors.items():

@@ -51,8 +51,9 @@ def head_out_name(layer: int) -> str:
 class PASLM:
     """PAlign's ``PASLM`` over a loaded model (see the module docstring for what differs)."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_file: str = "",
-                 seed: int = 0) -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_file: str = "", seed: int = 0
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.config = model.config
         self.device = model.device
@@ -67,8 +68,9 @@ class PASLM:
             return self.model(input_ids.to(self.device))
 
     # ---- activations ----------------------------------------------------------------------------
-    def preprocess_activate_dataset(self, dataset: Sequence[Mapping[str, str]],
-                                    system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> list[np.ndarray]:
+    def preprocess_activate_dataset(
+        self, dataset: Sequence[Mapping[str, str]], system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    ) -> list[np.ndarray]:
         self.system_prompt = system_prompt
         questions = [chat_input_ids(self.tokenizer, single_turn(row["question"], system_prompt)) for row in dataset]
         bank = ContextBank.build(self.model, questions, description="Encoding questions")
@@ -89,8 +91,12 @@ class PASLM:
                 raise ConfigError(f"item {i}: the two answers give identical activations at the read position")
         return [a for a in per_prompt if a is not None]
 
-    def get_activations(self, all_head_wise_activations: Sequence[np.ndarray] | np.ndarray, labels: Sequence[int],
-                        num_to_intervene: int = 48) -> dict[str, list[tuple[int, np.ndarray, float]]]:
+    def get_activations(
+        self,
+        all_head_wise_activations: Sequence[np.ndarray] | np.ndarray,
+        labels: Sequence[int],
+        num_to_intervene: int = 48,
+    ) -> dict[str, list[tuple[int, np.ndarray, float]]]:
         """Top heads, unit directions and stds from (prompt, layers, heads*head_dim) activations and labels.
 
         Consecutive prompts (0, 1), (2, 3), ... are one item's two answers, as PAlign builds them; they
@@ -99,8 +105,9 @@ class PASLM:
         acts = torch.as_tensor(np.asarray(all_head_wise_activations), dtype=torch.float32)
         spec = self.spec
         if acts.dim() != 3 or acts.shape[1:] != (spec.num_layers, spec.q_size):
-            raise ConfigError(f"activations must be (prompts, {spec.num_layers}, {spec.q_size}), "
-                              f"got {tuple(acts.shape)}")
+            raise ConfigError(
+                f"activations must be (prompts, {spec.num_layers}, {spec.q_size}), got {tuple(acts.shape)}"
+            )
         y = torch.as_tensor(list(labels), dtype=torch.float32)
         if y.shape[0] != acts.shape[0]:
             raise ConfigError(f"{acts.shape[0]} activations but {y.shape[0]} labels")
@@ -129,8 +136,16 @@ class PASLM:
                 directions.append(torch.as_tensor(np.asarray(direction), dtype=torch.float32).reshape(-1))
                 stds.append(float(std))
         spec = self.spec
-        return Steering(tuple(heads), torch.stack(directions), torch.tensor(stds), float(alpha), spec.num_layers,
-                        spec.num_heads, spec.head_dim, "all")
+        return Steering(
+            tuple(heads),
+            torch.stack(directions),
+            torch.tensor(stds),
+            float(alpha),
+            spec.num_layers,
+            spec.num_heads,
+            spec.head_dim,
+            "all",
+        )
 
     def set_activate(self, interventions: Mapping[str, Sequence[tuple[int, Any, float]]], alpha: float) -> None:
         """Replace any current intervention by this one (every position, like PAlign's bias)."""
@@ -144,8 +159,9 @@ class PASLM:
             self._handle = None
 
     # ---- generation -----------------------------------------------------------------------------
-    def generate(self, text: Sequence[Sequence[int]], max_length: int = 512,
-                 max_new_tokens: int | None = None) -> list[list[int]]:
+    def generate(
+        self, text: Sequence[Sequence[int]], max_length: int = 512, max_new_tokens: int | None = None
+    ) -> list[list[int]]:
         """Greedy answers for token-id prompts; returns each prompt followed by its new tokens."""
         prompts = [list(t) for t in text]
         width = max(len(p) for p in prompts)
@@ -166,12 +182,19 @@ class PASLM:
         return results
 
 
-def get_model(model_name: str = "qwen2.5-coder-0.5b-instruct", use_bit_4: bool = False, adapter: str | None = None,
-              dtype: str = "auto", device: str = "cpu") -> tuple[PASLM, PreTrainedTokenizerBase]:
+def get_model(
+    model_name: str = "qwen2.5-coder-0.5b-instruct",
+    use_bit_4: bool = False,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    device: str = "cpu",
+) -> tuple[PASLM, PreTrainedTokenizerBase]:
     """PAlign's ``get_model``: any model memalign loads (preset, .gguf, local dir, hub id), any supported family."""
     if use_bit_4 or adapter:
-        raise ConfigError("use_bit_4 and adapter are not supported by the compat layer; load the model with "
-                          "memalign.load_model / transformers and wrap it in PASLM(model, tokenizer)")
+        raise ConfigError(
+            "use_bit_4 and adapter are not supported by the compat layer; load the model with "
+            "memalign.load_model / transformers and wrap it in PASLM(model, tokenizer)"
+        )
     model, tokenizer = load_model(model_name, dtype=dtype, device=device)
     lm = PASLM(model, tokenizer, model_name)
     lm.reset_all()

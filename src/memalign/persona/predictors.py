@@ -35,8 +35,7 @@ class Predictor:
     name: str = "predictor"
     instrument: Instrument | None = field(default=None, repr=False)
 
-    def fit(self, population: Sequence[SubjectAnswers], train_ids: Sequence[int], test_ids: Sequence[int]
-            ) -> Predictor:
+    def fit(self, population: Sequence[SubjectAnswers], train_ids: Sequence[int], test_ids: Sequence[int]) -> Predictor:
         self.train_ids, self.test_ids = tuple(train_ids), tuple(test_ids)
         self.population = list(population)
         return self

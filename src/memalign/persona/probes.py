@@ -16,9 +16,15 @@ import torch
 from memalign.errors import ConfigError
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_iter: int = 30, tol: float = 1e-4,
-                 dtype: torch.dtype = torch.float32,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: float = 1.0,
+    max_iter: int = 30,
+    tol: float = 1e-4,
+    dtype: torch.dtype = torch.float32,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 logistic regression per head: x (N, heads, D), y (N,) in {0, 1} -> weights (heads, D), bias (heads,).
 
     Damped Newton (step halving per head whenever the objective would rise); the L2 term keeps every
@@ -98,8 +104,9 @@ class ProbeScores:
         return by_loss[torch.argsort(-self.accuracy[by_loss], stable=True)]
 
 
-def probe_scores(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, folds: int = 4, seed: int = 0,
-                 c: float = 1.0) -> ProbeScores:
+def probe_scores(
+    x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, folds: int = 4, seed: int = 0, c: float = 1.0
+) -> ProbeScores:
     """Item-grouped K-fold held-out accuracy/log-loss of a logistic probe on every head: x (N, heads, D)."""
     if x.shape[0] != y.shape[0] or y.shape[0] != groups.shape[0]:
         raise ConfigError("probe data: x, y and groups must have the same number of rows")
@@ -111,8 +118,9 @@ def probe_scores(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, folds: 
         z = torch.einsum("nhd,hd->nh", x[held_out].float(), w) + b
         target = y[held_out][:, None]
         correct += ((z > 0).float() == target).float().sum(0)
-        log_loss += torch.nn.functional.binary_cross_entropy_with_logits(
-            z, target.expand_as(z), reduction="none").sum(0)
+        log_loss += torch.nn.functional.binary_cross_entropy_with_logits(z, target.expand_as(z), reduction="none").sum(
+            0
+        )
     return ProbeScores(correct / x.shape[0], log_loss / x.shape[0])
 
 

@@ -131,11 +131,23 @@ class PromptConfig:
 
 
 # (first-person pattern, second-person replacement), applied in this order ("I am" before "I").
-_FIRST_PERSON = tuple((re.compile(pattern), replacement) for pattern, replacement in (
-    (r"^Am\b", "Are"), (r"\bI am\b", "you are"), (r"\bI'm\b", "you're"), (r"\bI've\b", "you've"),
-    (r"\bI'd\b", "you'd"), (r"\bI\b", "you"), (r"\bmyself\b", "yourself"), (r"\bMyself\b", "Yourself"),
-    (r"\bmine\b", "yours"), (r"\bmy\b", "your"), (r"\bMy\b", "Your"), (r"\bme\b", "you"),
-))
+_FIRST_PERSON = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^Am\b", "Are"),
+        (r"\bI am\b", "you are"),
+        (r"\bI'm\b", "you're"),
+        (r"\bI've\b", "you've"),
+        (r"\bI'd\b", "you'd"),
+        (r"\bI\b", "you"),
+        (r"\bmyself\b", "yourself"),
+        (r"\bMyself\b", "Yourself"),
+        (r"\bmine\b", "yours"),
+        (r"\bmy\b", "your"),
+        (r"\bMy\b", "Your"),
+        (r"\bme\b", "you"),
+    )
+)
 
 
 def to_second_person(text: str) -> str:
@@ -152,8 +164,12 @@ def to_second_person(text: str) -> str:
 
 def statement_text(item: Item, rewording: str | None = None, second_person: bool = True) -> str:
     """The phrase after "You": rewording if given, else the item text (reworded), no final period."""
-    text = (rewording if rewording is not None else
-            (to_second_person(item.text) if second_person else item.text)).strip().rstrip(".").strip()
+    text = (
+        (rewording if rewording is not None else (to_second_person(item.text) if second_person else item.text))
+        .strip()
+        .rstrip(".")
+        .strip()
+    )
     return text[:1].lower() + text[1:] if text[:1].isupper() and not text.startswith("I ") else text
 
 
@@ -177,8 +193,10 @@ def load_rewordings(path: str | Path, instrument: Instrument) -> dict[int, str]:
         elif len(rows) == len(short):
             order = sorted(short, key=lambda it: it.short_id or 0)
         else:
-            raise DataError(f"{path}: {len(rows)} rows match neither {instrument.name} ({len(instrument)} items) "
-                            f"nor its short form ({len(short)}); add a full_id column")
+            raise DataError(
+                f"{path}: {len(rows)} rows match neither {instrument.name} ({len(instrument)} items) "
+                f"nor its short form ({len(short)}); add a full_id column"
+            )
     out: dict[int, str] = {}
     for pos, (where, row) in enumerate(rows):
         if by_column is None:
@@ -205,9 +223,14 @@ def load_rewordings(path: str | Path, instrument: Instrument) -> dict[int, str]:
     return out
 
 
-def question_prompt_ids(tokenizer: PreTrainedTokenizerBase, item: Item, config: PromptConfig,
-                        rewording: str | None = None, system: str | None = None,
-                        decided: str | None = None) -> list[int]:
+def question_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    item: Item,
+    config: PromptConfig,
+    rewording: str | None = None,
+    system: str | None = None,
+    decided: str | None = None,
+) -> list[int]:
     """One item's question prompt; ``system`` overrides ``config.system_prompt`` (e.g. a persona profile).
 
     ``decided`` (an option letter) appends the decision instruction for that letter (``read="decision"``).
@@ -250,8 +273,10 @@ def option_token_ids(tokenizer: PreTrainedTokenizerBase, config: PromptConfig) -
             if len(toks) == 1 and toks[0] not in ids:
                 ids.append(int(toks[0]))
         if not ids:
-            raise ConfigError(f"no spelling of option {option.letter!r} in {list(config.token_variants)} is a single "
-                              "token for this tokenizer; add a variant that is")
+            raise ConfigError(
+                f"no spelling of option {option.letter!r} in {list(config.token_variants)} is a single "
+                "token for this tokenizer; add a variant that is"
+            )
         for tok in ids:
             if tok in owner:
                 raise ConfigError(f"token {tok} spells both option {owner[tok]} and {option.letter}")

@@ -86,8 +86,10 @@ class RowSteering:
             x = args[0]
             rows = self._rows
             if rows.shape[0] != x.shape[0]:
-                raise ConfigError(f"RowSteering.select got {rows.shape[0]} row(s) for a batch of {x.shape[0]}; "
-                                  "select one persona per row before each forward")
+                raise ConfigError(
+                    f"RowSteering.select got {rows.shape[0]} row(s) for a batch of {x.shape[0]}; "
+                    "select one persona per row before each forward"
+                )
             key = (x.dtype, x.device)
             if key not in converted:
                 converted[key] = table.to(device=x.device, dtype=x.dtype)

@@ -58,10 +58,18 @@ class QuestionnaireSession:
     ``batch_size`` is the encoding batch; ``max_rows`` the width of the (memory-bound) continuations.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Sequence[Item],
-                 config: PromptConfig | None = None, rewordings: Mapping[int, str] | None = None,
-                 system: str | None = None, batch_size: int = 16, cache: bool | str | Path = True,
-                 max_rows: int = 128) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        items: Sequence[Item],
+        config: PromptConfig | None = None,
+        rewordings: Mapping[int, str] | None = None,
+        system: str | None = None,
+        batch_size: int = 16,
+        cache: bool | str | Path = True,
+        max_rows: int = 128,
+    ) -> None:
         if not items:
             raise ConfigError("a questionnaire session needs at least one item")
         if batch_size < 1:
@@ -75,8 +83,10 @@ class QuestionnaireSession:
         self.config = config or PromptConfig()
         self.batch_size, self.max_rows = batch_size, max_rows
         self._rewordings, self._system = dict(rewordings or {}), system
-        self.questions = [question_prompt_ids(tokenizer, it, self.config, self._rewordings.get(it.full_id), system)
-                          for it in self.items]
+        self.questions = [
+            question_prompt_ids(tokenizer, it, self.config, self._rewordings.get(it.full_id), system)
+            for it in self.items
+        ]
         if any(len(q) < 2 for q in self.questions):
             raise ConfigError("a question prompt tokenized to fewer than two tokens")
         self.contexts = [q[:-1] for q in self.questions]
@@ -105,8 +115,9 @@ class QuestionnaireSession:
                 logger.debug("loading encoded questions from %s", path)
                 self._bank = ContextBank.load(path, self.model.device)
             else:
-                self._bank = ContextBank.build(self.model, self.contexts, self.batch_size,
-                                               description=f"Encoding {len(self.items)} questions")
+                self._bank = ContextBank.build(
+                    self.model, self.contexts, self.batch_size, description=f"Encoding {len(self.items)} questions"
+                )
                 if path is not None:
                     self._bank.save(path, {"model": self._identity})
         return self._bank
@@ -120,8 +131,13 @@ class QuestionnaireSession:
         return sorted({self._row[i] for i in item_ids})
 
     # ---- scoring --------------------------------------------------------------------------------
-    def score(self, steering: Steering | None = None, alpha: float | None = None,
-              item_ids: Sequence[int] | None = None, positions: str | None = None) -> AnswerScores:
+    def score(
+        self,
+        steering: Steering | None = None,
+        alpha: float | None = None,
+        item_ids: Sequence[int] | None = None,
+        positions: str | None = None,
+    ) -> AnswerScores:
         """Option scores of the items (all, or ``item_ids`` in session order), optionally under a steering.
 
         With the ``generated`` policy only the final token is recomputed (on the cached contexts); with
@@ -132,8 +148,9 @@ class QuestionnaireSession:
         finals = [self.finals[r] for r in rows]
         if steering is None:
             if self._unsteered is None:
-                self._unsteered = self.scorer(self.bank.run(self.model, self.finals, max_rows=self.max_rows),
-                                              self.item_ids)
+                self._unsteered = self.scorer(
+                    self.bank.run(self.model, self.finals, max_rows=self.max_rows), self.item_ids
+                )
             return self._unsteered.subset(ids)
         policy = check_positions(positions or steering.positions)
         if policy == "generated":
@@ -141,8 +158,9 @@ class QuestionnaireSession:
             with steering.apply(self.model, alpha=alpha, positions=policy):
                 return self.scorer(bank.run(self.model, finals, rows, max_rows=self.max_rows), ids)
         with steering.apply(self.model, alpha=alpha, positions=policy):
-            bank = ContextBank.build(self.model, [self.contexts[r] for r in rows], self.batch_size,
-                                     description="Encoding steered questions")
+            bank = ContextBank.build(
+                self.model, [self.contexts[r] for r in rows], self.batch_size, description="Encoding steered questions"
+            )
             return self.scorer(bank.run(self.model, finals, max_rows=self.max_rows), ids)
 
     def score_rows(self, item_ids: Sequence[int], shifts: Mapping[int, torch.Tensor]) -> AnswerScores:
@@ -155,9 +173,14 @@ class QuestionnaireSession:
         rows = [self.rows([i])[0] for i in item_ids]
         finals = [self.finals[r] for r in rows]
         vocab = self.scorer.vocab if self.option_logits_match() else None
-        logits = self.bank.run(self.model, finals, rows, max_rows=self.max_rows,
-                               chunk_context=lambda part: row_shifts(self.model, shifts, part, "generated"),
-                               vocab=vocab)
+        logits = self.bank.run(
+            self.model,
+            finals,
+            rows,
+            max_rows=self.max_rows,
+            chunk_context=lambda part: row_shifts(self.model, shifts, part, "generated"),
+            vocab=vocab,
+        )
         if vocab is None:
             return self.scorer(logits, list(item_ids))
         return self.scorer.from_option_logits(logits, list(item_ids))
@@ -172,8 +195,9 @@ class QuestionnaireSession:
             rows = list(range(min(2, len(self.items))))
             finals = [self.finals[r] for r in rows]
             full = self.scorer(self.bank.run(self.model, finals, rows), [self.item_ids[r] for r in rows])
-            sub = self.scorer.from_option_logits(self.bank.run(self.model, finals, rows, vocab=self.scorer.vocab),
-                                                 [self.item_ids[r] for r in rows])
+            sub = self.scorer.from_option_logits(
+                self.bank.run(self.model, finals, rows, vocab=self.scorer.vocab), [self.item_ids[r] for r in rows]
+            )
             self._option_path_ok = bool(torch.allclose(full.probs, sub.probs, atol=1e-3))
         return self._option_path_ok
 
@@ -203,16 +227,26 @@ class QuestionnaireSession:
         return activations
 
     def _capture_decision(self) -> HeadActivations:
-        prompts = [[question_prompt_ids(self.tokenizer, item, self.config, self._rewordings.get(item.full_id),
-                                        self._system, decided=letter) for item in self.items]
-                   for letter in (self.config.agree_letter, self.config.disagree_letter)]
+        prompts = [
+            [
+                question_prompt_ids(
+                    self.tokenizer, item, self.config, self._rewordings.get(item.full_id), self._system, decided=letter
+                )
+                for item in self.items
+            ]
+            for letter in (self.config.agree_letter, self.config.disagree_letter)
+        ]
         path = self._cache_path("activations", "decision", prompts)
         if path is not None and path.is_file():
             return HeadActivations.load(path)
         captured = []
         for side, questions in zip(("agree", "disagree"), prompts, strict=True):
-            bank = ContextBank.build(self.model, [q[:-1] for q in questions], self.batch_size,
-                                     description=f"Encoding {side} decision prompts")
+            bank = ContextBank.build(
+                self.model,
+                [q[:-1] for q in questions],
+                self.batch_size,
+                description=f"Encoding {side} decision prompts",
+            )
             with capture_last_token(self.model) as records:
                 bank.run(self.model, [[q[-1]] for q in questions], max_rows=self.max_rows)
             captured.append(stack_records(records))

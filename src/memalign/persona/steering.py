@@ -28,14 +28,13 @@ from torch import nn
 from memalign.errors import ConfigError, MemalignError
 from memalign.models.arch import ArchSpec, get_arch_spec
 from memalign.persona.capture import check_o_proj_widths
+from memalign.persona.choices import check_choice
 
 POSITIONS = ("all", "generated")
 
 
 def check_positions(positions: str) -> str:
-    if positions not in POSITIONS:
-        raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
-    return positions
+    return check_choice("positions", positions, POSITIONS)
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,9 @@ class Steering:
             raise ConfigError(f"stds must have {k} values, got {tuple(self.stds.shape)}")
         for layer, head in heads:
             if not (0 <= layer < self.num_layers and 0 <= head < self.num_heads):
-                raise ConfigError(f"head ({layer}, {head}) is outside the model's {self.num_layers} layers x "
-                                  f"{self.num_heads} heads")
+                raise ConfigError(
+                    f"head ({layer}, {head}) is outside the model's {self.num_layers} layers x {self.num_heads} heads"
+                )
         if not (torch.isfinite(self.directions).all() and torch.isfinite(self.stds).all()):
             raise ConfigError("steering directions and stds must be finite")
         if not isinstance(self.alpha, (int, float)) or not torch.isfinite(torch.tensor(float(self.alpha))):
@@ -93,8 +93,17 @@ class Steering:
         return self.num_heads * self.head_dim
 
     def with_alpha(self, alpha: float) -> Steering:
-        return Steering(self.heads, self.directions, self.stds, float(alpha), self.num_layers, self.num_heads,
-                        self.head_dim, self.positions, dict(self.meta))
+        return Steering(
+            self.heads,
+            self.directions,
+            self.stds,
+            float(alpha),
+            self.num_layers,
+            self.num_heads,
+            self.head_dim,
+            self.positions,
+            dict(self.meta),
+        )
 
     def layer_shifts(self, alpha: float | None = None) -> dict[int, torch.Tensor]:
         """Per steered layer, the float32 vector (``num_heads * head_dim``) added to the o_proj input."""
@@ -102,7 +111,7 @@ class Steering:
         shifts: dict[int, torch.Tensor] = {}
         for (layer, head), direction, std in zip(self.heads, self.directions, self.stds, strict=True):
             shift = shifts.setdefault(layer, torch.zeros(self.q_size, dtype=torch.float32))
-            shift[head * self.head_dim:(head + 1) * self.head_dim] += alpha * std * direction
+            shift[head * self.head_dim : (head + 1) * self.head_dim] += alpha * std * direction
         return shifts
 
     def check_model(self, model: nn.Module) -> ArchSpec:
@@ -147,8 +156,9 @@ def _shift_hook(shift: torch.Tensor, positions: str):
 
 
 @contextmanager
-def row_shifts(model: nn.Module, shifts: Mapping[int, torch.Tensor], rows: slice,
-               positions: str = "generated") -> Iterator[None]:
+def row_shifts(
+    model: nn.Module, shifts: Mapping[int, torch.Tensor], rows: slice, positions: str = "generated"
+) -> Iterator[None]:
     """Add a *different* shift to every batch row: ``shifts[layer]`` is (R, heads*head_dim); rows ``rows``.
 
     Lets one forward evaluate many candidate steerings (folds x K x alpha) side by side, which is how

@@ -129,8 +129,14 @@ def _parse_value(value: Any, where: str, column: str) -> int:
     return value
 
 
-def _record_to_subject(record: Mapping[str, Any], where: str, instrument: Instrument, required: tuple[int, ...],
-                       recoded: bool, fallback_id: str) -> SubjectAnswers:
+def _record_to_subject(
+    record: Mapping[str, Any],
+    where: str,
+    instrument: Instrument,
+    required: tuple[int, ...],
+    recoded: bool,
+    fallback_id: str,
+) -> SubjectAnswers:
     values: dict[int, int] = {}
     info: dict[str, Any] = {}
     for key, value in record.items():
@@ -146,8 +152,10 @@ def _record_to_subject(record: Mapping[str, Any], where: str, instrument: Instru
         values[item_id] = _parse_value(value, where, str(key))
     missing = [i for i in required if i not in values]
     if missing:
-        raise DataError(f"{where}: missing column i{missing[0]} ({len(missing)} of the {len(required)} required "
-                        f"items of {instrument.name} are absent)")
+        raise DataError(
+            f"{where}: missing column i{missing[0]} ({len(missing)} of the {len(required)} required "
+            f"items of {instrument.name} are absent)"
+        )
     raw = {i: raw_from_value(v, instrument.item(i), recoded) for i, v in values.items()}
     id_key = next((k for k in _ID_KEYS if info.get(k) not in (None, "")), None)
     if id_key is None:
@@ -182,8 +190,9 @@ class AnswersFile:
     sha256: str
 
 
-def read_answers_file(path: str | Path, instrument: Instrument, recoded: bool | None = None,
-                      required_items: Iterable[int] | None = None) -> AnswersFile:
+def read_answers_file(
+    path: str | Path, instrument: Instrument, recoded: bool | None = None, required_items: Iterable[int] | None = None
+) -> AnswersFile:
     """Read every person in an answers file (formats in the module docstring) — the one loader for them.
 
     ``required_items`` (default: every item of ``instrument``) must be present in each record; an
@@ -221,15 +230,17 @@ def read_answers_file(path: str | Path, instrument: Instrument, recoded: bool | 
             raise DataError(f"{where}: expected an object of i<full_id> answers, got {type(record).__name__}")
         subject = _record_to_subject(record, where, instrument, required, resolved, fallback_id=str(n))
         if (first := first_seen.get(subject.subject_id)) is not None:
-            raise DataError(f"{where}: subject id {subject.subject_id!r} was already used ({first}); ids must be "
-                            "unique")
+            raise DataError(
+                f"{where}: subject id {subject.subject_id!r} was already used ({first}); ids must be unique"
+            )
         first_seen[subject.subject_id] = where.removeprefix(f"{path}: ")
         subjects.append(subject)
     return AnswersFile(path, tuple(subjects), resolved, digest)
 
 
-def load_answers(path: str | Path, instrument: Instrument, recoded: bool | None = None,
-                 required_items: Iterable[int] | None = None) -> list[SubjectAnswers]:
+def load_answers(
+    path: str | Path, instrument: Instrument, recoded: bool | None = None, required_items: Iterable[int] | None = None
+) -> list[SubjectAnswers]:
     """The subjects of an answers file (see :func:`read_answers_file`, which also returns its hash)."""
     return list(read_answers_file(path, instrument, recoded, required_items).subjects)
 
@@ -255,11 +266,14 @@ def load_personality_prompts(path: str | Path, subject_ids: Sequence[str]) -> di
     if isinstance(data, dict):
         return {str(k): text_of(v, f"entry {k!r}") for k, v in data.items()}
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list (one entry per subject) or an object, got a JSON "
-                        f"{type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a list (one entry per subject) or an object, got a JSON {type(data).__name__}"
+        )
     if len(data) != len(subject_ids):
-        raise DataError(f"{path} must be a list with one entry per subject of the subjects file "
-                        f"({len(subject_ids)}), in the same order; it has {len(data)}")
+        raise DataError(
+            f"{path} must be a list with one entry per subject of the subjects file "
+            f"({len(subject_ids)}), in the same order; it has {len(data)}"
+        )
     return {sid: text_of(entry, f"entry {n}") for n, (sid, entry) in enumerate(zip(subject_ids, data, strict=True))}
 
 
@@ -270,8 +284,10 @@ def find_subject(subjects: list[SubjectAnswers], subject: str) -> SubjectAnswers
             return candidate
     if subject.isdigit() and int(subject) < len(subjects):
         return subjects[int(subject)]
-    raise DataError(f"subject {subject!r} not found (ids such as {', '.join(s.subject_id for s in subjects[:3])}, "
-                    f"or a 0-based index below {len(subjects)})")
+    raise DataError(
+        f"subject {subject!r} not found (ids such as {', '.join(s.subject_id for s in subjects[:3])}, "
+        f"or a 0-based index below {len(subjects)})"
+    )
 
 
 def answers_document(subjects: Iterable[SubjectAnswers], instrument: Instrument) -> dict[str, Any]:

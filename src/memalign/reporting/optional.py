@@ -18,5 +18,6 @@ def import_extra(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         package = module.partition(".")[0]
-        raise MissingExtraError(f"{purpose} needs {package}: install memalign[eval] "
-                                f"(pip install 'memalign[eval]')") from None
+        raise MissingExtraError(
+            f"{purpose} needs {package}: install memalign[eval] (pip install 'memalign[eval]')"
+        ) from None

@@ -39,8 +39,16 @@ def save(fig: Any, path: Path) -> Path:
     return path
 
 
-def log2_lines(series: Sequence[tuple[str, Points]], path: Path, *, title: str, xlabel: str, ylabel: str,
-               tick_label: Callable[[float], str] = str, ylim: tuple[float, float] = (-5, 105)) -> Path:
+def log2_lines(
+    series: Sequence[tuple[str, Points]],
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    tick_label: Callable[[float], str] = str,
+    ylim: tuple[float, float] = (-5, 105),
+) -> Path:
     """One line per labelled series over a log2 x axis (e.g. score against context length).
 
     Series often coincide (every method at 0 or 100): each is shifted by a small factor along x, in the
@@ -53,8 +61,13 @@ def log2_lines(series: Sequence[tuple[str, Points]], path: Path, *, title: str, 
             continue
         xs.update(x for x, _ in points)
         dodge = 2 ** (0.06 * (i - (len(series) - 1) / 2))
-        ax.plot([x * dodge for x, _ in points], [y for _, y in points], label=label,
-                marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.plot(
+            [x * dodge for x, _ in points],
+            [y for _, y in points],
+            label=label,
+            marker=MARKERS[i % len(MARKERS)],
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(xs), [tick_label(x) for x in sorted(xs)])
     ax.minorticks_off()
@@ -67,8 +80,18 @@ def log2_lines(series: Sequence[tuple[str, Points]], path: Path, *, title: str, 
     return save(fig, path)
 
 
-def heatmap(matrix: Sequence[Sequence[float]], path: Path, *, columns: Sequence[str], rows: Sequence[str],
-            title: str, xlabel: str, ylabel: str, vmin: float = 0, vmax: float = 100) -> Path:
+def heatmap(
+    matrix: Sequence[Sequence[float]],
+    path: Path,
+    *,
+    columns: Sequence[str],
+    rows: Sequence[str],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    vmin: float = 0,
+    vmax: float = 100,
+) -> Path:
     """A red (``vmin``) to green (``vmax``) grid of ``matrix[row][column]``; NaN cells stay blank."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(columns), 1.2 + 0.45 * len(rows)))
@@ -82,16 +105,22 @@ def heatmap(matrix: Sequence[Sequence[float]], path: Path, *, columns: Sequence[
     return save(fig, path)
 
 
-def grouped_bars(panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float]]]]], categories: Sequence[str],
-                 path: Path, *, ylabel: str) -> Path:
+def grouped_bars(
+    panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float]]]]],
+    categories: Sequence[str],
+    path: Path,
+    *,
+    ylabel: str,
+) -> Path:
     """One panel per ``(title, bars)``; in each, one group per category and one coloured bar per series."""
     plt = pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(13, 3.8 * len(panels)), squeeze=False)
     for ax, (title, bars) in zip(axes[:, 0], panels, strict=True):
         width = 0.8 / max(1, len(bars))
         for n, (label, values) in enumerate(bars):
-            ax.bar([x + n * width for x in range(len(categories))], values, width, color=plt.cm.tab20(n % 20),
-                   label=label)
+            ax.bar(
+                [x + n * width for x in range(len(categories))], values, width, color=plt.cm.tab20(n % 20), label=label
+            )
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(categories))], list(categories))
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -99,8 +128,14 @@ def grouped_bars(panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float]
     return save(fig, path)
 
 
-def radar(series: Sequence[tuple[str, Sequence[float], str]], axes: Sequence[str], path: Path, *, title: str,
-          ylim: tuple[float, float]) -> Path:
+def radar(
+    series: Sequence[tuple[str, Sequence[float], str]],
+    axes: Sequence[str],
+    path: Path,
+    *,
+    title: str,
+    ylim: tuple[float, float],
+) -> Path:
     """Closed polygons over ``axes`` (one spoke each), one per ``(label, values, matplotlib style)``."""
     plt = pyplot()
     angles = [2 * math.pi * n / len(axes) for n in range(len(axes))]

@@ -8,5 +8,4 @@ from memalign.serving.engine import Completion, Engine, EngineLimits, Generation
 from memalign.serving.personas import load_personas
 from memalign.serving.sampling import SamplingParams
 
-__all__ = ["Completion", "Engine", "EngineLimits", "Generation", "GenerationRequest", "SamplingParams",
-           "load_personas"]
+__all__ = ["Completion", "Engine", "EngineLimits", "Generation", "GenerationRequest", "SamplingParams", "load_personas"]

@@ -27,13 +27,17 @@ class ApiKeys:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--api-keys {path}: cannot read a JSON object ({exc})") from None
         if not isinstance(data, dict) or not data:
-            raise ConfigError(f"--api-keys {path}: expected a non-empty JSON object "
-                              '{"KEY": ["persona", ...]} (["*"] allows every persona)')
+            raise ConfigError(
+                f"--api-keys {path}: expected a non-empty JSON object "
+                '{"KEY": ["persona", ...]} (["*"] allows every persona)'
+            )
         allowed: dict[str, tuple[str, ...]] = {}
         for key, personas in data.items():
             if not key or not isinstance(personas, list) or not all(isinstance(p, str) for p in personas):
-                raise ConfigError(f"--api-keys {path}: the entry of key {key[:4]!r}... must be a list of persona "
-                                  'names (["*"] for all)')
+                raise ConfigError(
+                    f"--api-keys {path}: the entry of key {key[:4]!r}... must be a list of persona "
+                    'names (["*"] for all)'
+                )
             allowed[key] = tuple(personas)
         return cls(allowed)
 

@@ -29,8 +29,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["create_app"]
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+}
 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -38,8 +44,9 @@ def _error(status: int, message: str, param: str | None = None, code: str | None
     return JSONResponse(error_body(message, kind, param, code), status_code=status)
 
 
-def create_app(engine: Engine, api_keys: ApiKeys | None = None, *, max_body_bytes: int = 4 << 20,
-               default_max_tokens: int = 256) -> FastAPI:
+def create_app(
+    engine: Engine, api_keys: ApiKeys | None = None, *, max_body_bytes: int = 4 << 20, default_max_tokens: int = 256
+) -> FastAPI:
     """A FastAPI app serving ``engine`` (which the caller starts and closes)."""
     app = FastAPI(title="memalign", docs_url=None, redoc_url=None, openapi_url=None)
     served = engine.model_name
@@ -80,8 +87,9 @@ def create_app(engine: Engine, api_keys: ApiKeys | None = None, *, max_body_byte
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         _, allowed = caller(request)
-        names = [served] + [f"{served}:{p}" for p in engine.personas.names
-                            if allowed is None or "*" in allowed or p in allowed]
+        names = [served] + [
+            f"{served}:{p}" for p in engine.personas.names if allowed is None or "*" in allowed or p in allowed
+        ]
         data = [Model(id=name, created=0, object="model", owned_by="memalign").model_dump() for name in names]
         return {"object": "list", "data": data}
 
@@ -97,8 +105,11 @@ def create_app(engine: Engine, api_keys: ApiKeys | None = None, *, max_body_byte
         body = parse_body(raw)
         persona = _persona(body.model, body.persona, served)
         engine.check_persona(persona, allowed)
-        job = engine.submit(GenerationRequest(body.chat_messages(), body.sampling(default_max_tokens), persona,
-                                              body.conversation_id, key))
+        job = engine.submit(
+            GenerationRequest(
+                body.chat_messages(), body.sampling(default_max_tokens), persona, body.conversation_id, key
+            )
+        )
         if not body.stream:
             try:
                 done = await job.aresult()
@@ -108,8 +119,11 @@ def create_app(engine: Engine, api_keys: ApiKeys | None = None, *, max_body_byte
             return completion_response(done, body.model)
         first = await job.first_event()  # a failed prefill still gets a proper status, not a broken stream
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_events(job, first, body.model, include_usage), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            _events(job, first, body.model, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     @app.get("/v1/conversations/{conversation_id}")
     async def get_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
@@ -130,12 +144,15 @@ def _persona(model: str, persona: str | None, served: str) -> str | None:
     if model == served:
         return persona
     if model.startswith(f"{served}:"):
-        named = model[len(served) + 1:]
+        named = model[len(served) + 1 :]
         if persona is not None and persona != named:
             raise RequestError(f"model names persona {named!r} but persona is {persona!r}; send one", "persona")
         return named
-    raise NotFoundError(f"model {model!r} is not served here; this server serves {served!r} (optionally "
-                        f"{served!r}:PERSONA, see GET /v1/models)", "model")
+    raise NotFoundError(
+        f"model {model!r} is not served here; this server serves {served!r} (optionally "
+        f"{served!r}:PERSONA, see GET /v1/models)",
+        "model",
+    )
 
 
 async def _events(job: Generation, first: str | None, model: str, include_usage: bool) -> AsyncIterator[str]:

@@ -45,8 +45,10 @@ def owner_tag(api_key: str | None) -> str | None:
 
 def check_conversation_id(conversation_id: str) -> str:
     if not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id):
-        raise RequestError("conversation_id must be 1-128 letters, digits, '.', '_' or '-', starting with a letter "
-                           "or digit", "conversation_id")
+        raise RequestError(
+            "conversation_id must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            "conversation_id",
+        )
     return conversation_id
 
 
@@ -65,8 +67,14 @@ class Conversation:
     nbytes: int = 0
 
     def info(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "conversation", "turns": self.turns, "tokens_held": self.tokens_held,
-                "messages": [dict(m) for m in self.messages], "in_memory": self.cache is not None}
+        return {
+            "id": self.id,
+            "object": "conversation",
+            "turns": self.turns,
+            "tokens_held": self.tokens_held,
+            "messages": [dict(m) for m in self.messages],
+            "in_memory": self.cache is not None,
+        }
 
     def new_messages(self, messages: list[Message]) -> list[Message]:
         """The messages of a request this conversation has not seen.
@@ -82,12 +90,16 @@ class Conversation:
         elif agreed == 0:
             new = list(messages)
         else:
-            raise ConflictError(f"messages differ from conversation {self.id!r} at message {agreed}: memory cannot "
-                                "be edited; send the whole history unchanged (or only the new messages), or start a "
-                                "new conversation", "messages")
+            raise ConflictError(
+                f"messages differ from conversation {self.id!r} at message {agreed}: memory cannot "
+                "be edited; send the whole history unchanged (or only the new messages), or start a "
+                "new conversation",
+                "messages",
+            )
         if not new:
-            raise RequestError(f"messages hold nothing conversation {self.id!r} has not seen; add a user message",
-                               "messages")
+            raise RequestError(
+                f"messages hold nothing conversation {self.id!r} has not seen; add a user message", "messages"
+            )
         return new
 
     def prompt_ids(self, tokenizer: PreTrainedTokenizerBase, new: list[Message]) -> list[int]:
@@ -96,16 +108,17 @@ class Conversation:
             return chat_input_ids(tokenizer, new)
         previous = render_chat(tokenizer, self.messages, add_generation_prompt=False)
         full = render_chat(tokenizer, self.messages + new, add_generation_prompt=True)
-        text = self.pending_close + full[common_prefix_length(previous, full):]
+        text = self.pending_close + full[common_prefix_length(previous, full) :]
         return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
     def closing_text(self, tokenizer: PreTrainedTokenizerBase, answer_ends_with: str | None) -> str:
         """Template text after an assistant answer, minus the end-of-turn token the model generated itself."""
-        rendered = render_chat(tokenizer, self.messages[:-1] + [{"role": "assistant", "content": _SENTINEL}],
-                               add_generation_prompt=False)
+        rendered = render_chat(
+            tokenizer, self.messages[:-1] + [{"role": "assistant", "content": _SENTINEL}], add_generation_prompt=False
+        )
         closing = rendered.split(_SENTINEL, 1)[1] if _SENTINEL in rendered else "\n\n"
         if answer_ends_with and closing.startswith(answer_ends_with):
-            closing = closing[len(answer_ends_with):]
+            closing = closing[len(answer_ends_with) :]
         return closing
 
 
@@ -119,8 +132,9 @@ class ConversationStore:
     Thread-safe: the server's request threads look conversations up while the engine's scheduler runs turns.
     """
 
-    def __init__(self, memory: EpisodicMemory, state_dir: str | Path | None = None,
-                 ram_budget_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self, memory: EpisodicMemory, state_dir: str | Path | None = None, ram_budget_bytes: int = 2 << 30
+    ) -> None:
         self.memory = memory
         self.root = Path(state_dir) / "conversations" if state_dir is not None else None
         self.ram_budget_bytes = ram_budget_bytes
@@ -140,9 +154,13 @@ class ConversationStore:
                 logger.warning("ignoring conversation state %s: %s", folder, exc)
                 continue
             self._items[folder.name] = Conversation(
-                id=folder.name, owner=extra.get("owner"), messages=list(extra.get("messages", [])),
-                pending_close=str(extra.get("pending_close", "")), turns=int(extra.get("turns", 0)),
-                tokens_held=int(extra.get("tokens_held", 0)))
+                id=folder.name,
+                owner=extra.get("owner"),
+                messages=list(extra.get("messages", [])),
+                pending_close=str(extra.get("pending_close", "")),
+                turns=int(extra.get("turns", 0)),
+                tokens_held=int(extra.get("tokens_held", 0)),
+            )
         if self._items:
             logger.info("found %d saved conversation(s) in %s", len(self._items), self.root)
 
@@ -168,8 +186,9 @@ class ConversationStore:
             elif conv.owner != owner:
                 raise NotFoundError(f"no conversation {conversation_id!r} for this API key", "conversation_id")
             if conv.busy:
-                raise ConflictError(f"conversation {conversation_id!r} is answering another request; wait for it",
-                                    "conversation_id")
+                raise ConflictError(
+                    f"conversation {conversation_id!r} is answering another request; wait for it", "conversation_id"
+                )
             conv.busy = True
             self._items.move_to_end(conversation_id)
             return conv
@@ -185,8 +204,9 @@ class ConversationStore:
         with self._lock:
             conv = self.get(conversation_id, owner)
             if conv.busy:
-                raise ConflictError(f"conversation {conversation_id!r} is answering a request; delete it after",
-                                    "conversation_id")
+                raise ConflictError(
+                    f"conversation {conversation_id!r} is answering a request; delete it after", "conversation_id"
+                )
             del self._items[conv.id]
             if conv.cache is not None:
                 conv.cache.close()
@@ -214,8 +234,14 @@ class ConversationStore:
         conv.tokens_held = cache.get_seq_length() + (0 if cache.unfed is None else cache.unfed.shape[1])
         conv.nbytes = sum(int(row["bytes"]) for row in cache.stats())
         if self.root is not None:
-            extra = {"id": conv.id, "owner": conv.owner, "messages": conv.messages, "turns": conv.turns,
-                     "pending_close": conv.pending_close, "tokens_held": conv.tokens_held}
+            extra = {
+                "id": conv.id,
+                "owner": conv.owner,
+                "messages": conv.messages,
+                "turns": conv.turns,
+                "pending_close": conv.pending_close,
+                "tokens_held": conv.tokens_held,
+            }
             save_snapshot(cache, self.root / conv.id, extra=extra)
 
     def _enforce_budget(self) -> None:
@@ -232,8 +258,9 @@ class ConversationStore:
                 conv.cache = None
                 if self.root is None:
                     del self._items[conv.id]
-                    logger.warning("conversation %s forgotten: RAM budget reached and no --state to page it out",
-                                   conv.id)
+                    logger.warning(
+                        "conversation %s forgotten: RAM budget reached and no --state to page it out", conv.id
+                    )
                 else:
                     logger.info("conversation %s paged out to %s", conv.id, self.root / conv.id)
 

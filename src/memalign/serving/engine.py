@@ -206,10 +206,18 @@ class Engine:
     print(engine.generate(GenerationRequest(messages=[...])).text)``
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
-                 memory: EMConfig | str | None = None, personas: Mapping[str, Steering] | None = None,
-                 state_dir: str | Path | None = None, model_name: str = "memalign",
-                 limits: EngineLimits | None = None, ram_budget_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        memory: EMConfig | str | None = None,
+        personas: Mapping[str, Steering] | None = None,
+        state_dir: str | Path | None = None,
+        model_name: str = "memalign",
+        limits: EngineLimits | None = None,
+        ram_budget_bytes: int = 2 << 30,
+    ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.limits = limits or EngineLimits()
         self.memory = EpisodicMemory(model, memory)
@@ -280,10 +288,15 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok" if self.running else "stopped", "model": self.model_name,
-                "active": len(self._active), "waiting": self._inbox.qsize(), "decode_steps": self.steps,
-                "conversations": len(self.store) if self.store is not None else 0,
-                "personas": list(self.personas.names)}
+        return {
+            "status": "ok" if self.running else "stopped",
+            "model": self.model_name,
+            "active": len(self._active),
+            "waiting": self._inbox.qsize(),
+            "decode_steps": self.steps,
+            "conversations": len(self.store) if self.store is not None else 0,
+            "personas": list(self.personas.names),
+        }
 
     # ---- requests --------------------------------------------------------------------------------------
     def check_persona(self, persona: str | None, allowed: Sequence[str] | None = None) -> None:
@@ -303,8 +316,9 @@ class Engine:
             raise RequestError(f"at most {self.limits.max_messages} messages per request", "messages")
         for i, message in enumerate(messages):
             if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-                raise RequestError(f"messages[{i}] needs a role ({', '.join(ROLES)}) and a string content",
-                                   f"messages[{i}]")
+                raise RequestError(
+                    f"messages[{i}] needs a role ({', '.join(ROLES)}) and a string content", f"messages[{i}]"
+                )
 
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a request; errors that need no model (limits, persona, conversation state) raise here."""
@@ -313,8 +327,11 @@ class Engine:
         self._check_messages(request.messages)
         self.check_persona(request.persona)
         if request.sampling.max_tokens > self.limits.max_new_tokens:
-            raise RequestError(f"max_tokens {request.sampling.max_tokens} is above this server's limit of "
-                               f"{self.limits.max_new_tokens}", "max_tokens")
+            raise RequestError(
+                f"max_tokens {request.sampling.max_tokens} is above this server's limit of "
+                f"{self.limits.max_new_tokens}",
+                "max_tokens",
+            )
         job = Generation(request)
         if request.conversation_id is not None:
             conv = self.store.open(request.conversation_id, owner_tag(request.api_key))
@@ -366,11 +383,25 @@ class Engine:
         else:
             cache, new = self.memory.new_cache(), []
             ids = chat_input_ids(self.tokenizer, list(request.messages))
-        row = _Row(job, cache, TokenSampler(request.sampling), StopText(request.sampling.stop), request.persona,
-                   conv, new, prompt_tokens=len(ids))
+        row = _Row(
+            job,
+            cache,
+            TokenSampler(request.sampling),
+            StopText(request.sampling.stop),
+            request.persona,
+            conv,
+            new,
+            prompt_tokens=len(ids),
+        )
         if len(ids) > self.limits.max_prompt_tokens:
-            self._fail(row, RequestError(f"the prompt has {len(ids)} new tokens, above this server's limit of "
-                                         f"{self.limits.max_prompt_tokens}", "messages"))
+            self._fail(
+                row,
+                RequestError(
+                    f"the prompt has {len(ids)} new tokens, above this server's limit of "
+                    f"{self.limits.max_prompt_tokens}",
+                    "messages",
+                ),
+            )
             return
         self.personas.select([request.persona])
         try:
@@ -393,12 +424,14 @@ class Engine:
         merged = self.memory.new_cache()
         merged.sequences = [row.cache.sequences[0] for row in rows]
         merged.seq_length = max(row.cache.seq_length for row in rows)
-        ids = torch.tensor([[row.generated[-1]] for row in rows], dtype=torch.long,
-                           device=next(self.model.parameters()).device)
+        ids = torch.tensor(
+            [[row.generated[-1]] for row in rows], dtype=torch.long, device=next(self.model.parameters()).device
+        )
         self.personas.select([row.persona for row in rows])
         try:
-            hidden = self.memory.spec.decoder(self.model)(input_ids=ids, past_key_values=merged,
-                                                          use_cache=True).last_hidden_state[:, -1]
+            hidden = self.memory.spec.decoder(self.model)(
+                input_ids=ids, past_key_values=merged, use_cache=True
+            ).last_hidden_state[:, -1]
             logits = soft_cap(self.model.get_output_embeddings()(hidden).float(), self._softcap)
         except Exception as exc:
             for row in rows:
@@ -441,7 +474,8 @@ class Engine:
                 conv.messages = conv.messages + row.new_messages + [{"role": "assistant", "content": text}]
                 last = row.generated[-1]
                 conv.pending_close = conv.closing_text(
-                    self.tokenizer, self.tokenizer.decode([last]) if last in self._eos else None)
+                    self.tokenizer, self.tokenizer.decode([last]) if last in self._eos else None
+                )
                 conv.turns += 1
                 self.store.commit(conv)
             except Exception as exc:
@@ -451,8 +485,19 @@ class Engine:
         else:
             row.cache.close()
         req = row.job.request
-        row.job._emit("done", Completion(row.job.id, text, reason, row.prompt_tokens, len(row.generated),
-                                         row.job.created, req.persona, req.conversation_id))
+        row.job._emit(
+            "done",
+            Completion(
+                row.job.id,
+                text,
+                reason,
+                row.prompt_tokens,
+                len(row.generated),
+                row.job.created,
+                req.persona,
+                req.conversation_id,
+            ),
+        )
 
     def _drop(self, row: _Row) -> None:
         row.cache.close()
@@ -483,4 +528,3 @@ class Engine:
             logger.exception("request %s failed", job.id, exc_info=exc)
             exc = MemalignError(f"internal error while answering ({type(exc).__name__}); see the server log")
         job._emit("error", exc)
-

@@ -25,8 +25,10 @@ def load_personas(directory: str | Path | None, model: PreTrainedModel, strict: 
         return {}
     root = Path(directory)
     if not root.is_dir():
-        raise ConfigError(f"--personas {root}: not a directory; point it at a folder of steering directories "
-                          "written by `memalign persona align --out`")
+        raise ConfigError(
+            f"--personas {root}: not a directory; point it at a folder of steering directories "
+            "written by `memalign persona align --out`"
+        )
     personas: dict[str, Steering] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if not ((folder / META_FILE).is_file() and (folder / TENSORS_FILE).is_file()):
@@ -36,6 +38,7 @@ def load_personas(directory: str | Path | None, model: PreTrainedModel, strict: 
             raise DataError(f"{folder}: a persona folder name may hold only letters, digits, '.', '_' and '-'")
         personas[folder.name] = load_steering(folder, model, strict=strict)
     if not personas:
-        raise ConfigError(f"--personas {root}: no steering directories inside (each needs {META_FILE} and "
-                          f"{TENSORS_FILE})")
+        raise ConfigError(
+            f"--personas {root}: no steering directories inside (each needs {META_FILE} and {TENSORS_FILE})"
+        )
     return personas

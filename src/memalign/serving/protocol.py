@@ -74,13 +74,21 @@ class ChatCompletionBody(BaseModel):
     conversation_id: str | None = None
 
     def sampling(self, default_max_tokens: int) -> SamplingParams:
-        if self.max_tokens is not None and self.max_completion_tokens is not None \
-                and self.max_tokens != self.max_completion_tokens:
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
             raise RequestError("max_tokens and max_completion_tokens disagree; send one", "max_completion_tokens")
         max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return SamplingParams(max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
-                              top_p=1.0 if self.top_p is None else self.top_p, stop=stop, seed=self.seed)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            stop=stop,
+            seed=self.seed,
+        )
 
     def chat_messages(self) -> list[Message]:
         return [m.to_message() for m in self.messages]
@@ -107,8 +115,11 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
 
 
 def _usage(done: Completion) -> CompletionUsage:
-    return CompletionUsage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
-                           total_tokens=done.prompt_tokens + done.completion_tokens)
+    return CompletionUsage(
+        prompt_tokens=done.prompt_tokens,
+        completion_tokens=done.completion_tokens,
+        total_tokens=done.prompt_tokens + done.completion_tokens,
+    )
 
 
 def _extras(persona: str | None, conversation_id: str | None) -> dict[str, Any]:
@@ -122,20 +133,50 @@ def _extras(persona: str | None, conversation_id: str | None) -> dict[str, Any]:
 
 def completion_response(done: Completion, model: str) -> dict[str, Any]:
     body = ChatCompletion(
-        id=done.id, created=done.created, model=model, object="chat.completion",
-        choices=[Choice(index=0, finish_reason=done.finish_reason,
-                        message=ChatCompletionMessage(role="assistant", content=done.text))],
+        id=done.id,
+        created=done.created,
+        model=model,
+        object="chat.completion",
+        choices=[
+            Choice(
+                index=0,
+                finish_reason=done.finish_reason,
+                message=ChatCompletionMessage(role="assistant", content=done.text),
+            )
+        ],
         usage=_usage(done),
     ).model_dump(mode="json", exclude_none=True)
     return {**body, **_extras(done.persona, done.conversation_id)}
 
 
-def chunk(gen_id: str, created: int, model: str, *, content: str | None = None, role: bool = False,
-          finish_reason: str | None = None, usage: Completion | None = None) -> str:
+def chunk(
+    gen_id: str,
+    created: int,
+    model: str,
+    *,
+    content: str | None = None,
+    role: bool = False,
+    finish_reason: str | None = None,
+    usage: Completion | None = None,
+) -> str:
     """One server-sent event of a streamed completion."""
-    choices = [] if usage is not None else [ChunkChoice(
-        index=0, finish_reason=finish_reason,
-        delta=ChoiceDelta(role="assistant" if role else None, content=content))]
-    body = ChatCompletionChunk(id=gen_id, created=created, model=model, object="chat.completion.chunk",
-                               choices=choices, usage=_usage(usage) if usage is not None else None)
+    choices = (
+        []
+        if usage is not None
+        else [
+            ChunkChoice(
+                index=0,
+                finish_reason=finish_reason,
+                delta=ChoiceDelta(role="assistant" if role else None, content=content),
+            )
+        ]
+    )
+    body = ChatCompletionChunk(
+        id=gen_id,
+        created=created,
+        model=model,
+        object="chat.completion.chunk",
+        choices=choices,
+        usage=_usage(usage) if usage is not None else None,
+    )
     return f"data: {body.model_dump_json(exclude_none=True)}\n\n"

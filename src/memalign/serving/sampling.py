@@ -97,12 +97,12 @@ class StopText:
                     break
         if safe <= self.emitted:
             return ""
-        out = text[self.emitted:safe]
+        out = text[self.emitted : safe]
         self.emitted = safe
         return out
 
     def flush(self) -> str:
         """Everything not yet emitted of the final answer."""
-        out = self.text[self.emitted:]
+        out = self.text[self.emitted :]
         self.emitted = len(self.text)
         return out

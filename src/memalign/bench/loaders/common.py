@@ -61,8 +61,10 @@ def read_rows(path: Path, required: dict[str, type | tuple[type, ...]], n: int) 
             raise DataError(f"{path}: row {lineno} lacks field(s) {', '.join(missing)} (is this the official format?)")
         for name, kind in required.items():
             if not isinstance(row[name], kind):
-                raise DataError(f"{path}: row {lineno} field {name!r} is a {type(row[name]).__name__}, "
-                                "not what the official format has there")
+                raise DataError(
+                    f"{path}: row {lineno} field {name!r} is a {type(row[name]).__name__}, "
+                    "not what the official format has there"
+                )
         rows.append(row)
         if 0 < n <= len(rows):
             break
@@ -71,8 +73,9 @@ def read_rows(path: Path, required: dict[str, type | tuple[type, ...]], n: int) 
     return rows
 
 
-def build_records(path: Path, rows: list[dict[str, Any]],
-                  build: Callable[[int, dict[str, Any]], Record]) -> list[Record]:
+def build_records(
+    path: Path, rows: list[dict[str, Any]], build: Callable[[int, dict[str, Any]], Record]
+) -> list[Record]:
     """``build(row number, row)`` for every row; a row the suite's rules cannot turn into a record (an answer
     that is not among the options, an empty answer list, ...) is a :class:`DataError` naming file and row."""
     records = []

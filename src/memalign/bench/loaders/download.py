@@ -26,10 +26,18 @@ def download_suite(suite: str, dest: Path) -> list[Path]:
                         written.append(target)
             return written
         if suite == "infinitebench":
-            return [Path(hf_hub_download("xinrongzhang2022/InfiniteBench", f"{task}.jsonl", repo_type="dataset",
-                                         local_dir=dest)) for task in infinitebench.SPECS]
+            return [
+                Path(
+                    hf_hub_download(
+                        "xinrongzhang2022/InfiniteBench", f"{task}.jsonl", repo_type="dataset", local_dir=dest
+                    )
+                )
+                for task in infinitebench.SPECS
+            ]
     except (OSError, ValueError) as exc:  # hub errors subclass these (HTTP, offline mode, missing file)
         hint = longbench.HINT if suite == "longbench" else infinitebench.HINT
-        raise DataError(f"could not download {suite} from the Hugging Face hub ({exc}). Put the official "
-                        f".jsonl files in {dest} yourself: {hint}") from None
+        raise DataError(
+            f"could not download {suite} from the Hugging Face hub ({exc}). Put the official "
+            f".jsonl files in {dest} yourself: {hint}"
+        ) from None
     raise ConfigError(f"unknown suite {suite!r}; use longbench or infinitebench")

@@ -21,8 +21,10 @@ from memalign.bench.records import Record
 from memalign.bench.tasks.base import TaskContext
 from memalign.errors import DataError
 
-HINT = ("Download the task's .jsonl from the Hugging Face dataset xinrongzhang2022/InfiniteBench into that folder, "
-        "or run `memalign bench download infinitebench DIR` where the hub is reachable.")
+HINT = (
+    "Download the task's .jsonl from the Hugging Face dataset xinrongzhang2022/InfiniteBench into that folder, "
+    "or run `memalign bench download infinitebench DIR` where the hub is reachable."
+)
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,28 @@ _CHOICES = "\nA. {OPTION_A}\nB. {OPTION_B}\nC. {OPTION_C}\nD. {OPTION_D}"
 SPECS: dict[str, InfiniteBenchSpec] = {
     "passkey": InfiniteBenchSpec(
         "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz "
-        "you about the important information there.\n\n{context}\n\n{input}", 32, "first_int_match"),
+        "you about the important information there.\n\n{context}\n\n{input}",
+        32,
+        "first_int_match",
+    ),
     "number_string": InfiniteBenchSpec(
         "There is an important info hidden inside a lot of irrelevant text. Find it. I will quiz you about the "
-        "important information there.\n\n{context}\n\n{input}", 32, "first_int_match"),
+        "important information there.\n\n{context}\n\n{input}",
+        32,
+        "first_int_match",
+    ),
     "kv_retrieval": InfiniteBenchSpec(
         "Extract the value corresponding to the specified key {key} in the JSON object below.\n\n{context}\n\n{input}",
-        100, "kv_retrieval"),
+        100,
+        "kv_retrieval",
+    ),
     "longbook_choice_eng": InfiniteBenchSpec(
         "Read the book and answer the question.\n\n{context}\n\nQuestion: {question}\n\nOnly one of the following "
         "options is correct, tell me the answer using one single letter (A, B, C, or D). Don't say anything else."
-        + _CHOICES, 32, "longbook_choice"),
+        + _CHOICES,
+        32,
+        "longbook_choice",
+    ),
     "math_find": InfiniteBenchSpec("{prefix}\n\n{context}\n\n{input}", 32, "math_find"),
     "code_debug": InfiniteBenchSpec(
         "There is ONLY ONE function in the large project that is deliberately made to include an obvious error. "
@@ -56,7 +69,9 @@ SPECS: dict[str, InfiniteBenchSpec] = {
         "function that has the deliberate and obvious error in A, B, C, or D. Your answer MUST be chosen from one of "
         "the four options without any explanation. If you cannot determine answers accurately, you also MUST provide "
         "the answer you think is most likely. Absolutely do not say you do not know or you need more information.",
-        32, "code_debug"),
+        32,
+        "code_debug",
+    ),
 }
 
 FIELDS: dict[str, type | tuple[type, ...]] = {"context": str, "input": str, "answer": (list, str, int, float)}
@@ -102,9 +117,15 @@ def load_infinitebench(task: str, ctx: TaskContext, n: int) -> list[Record]:
     def build(lineno: int, row: dict[str, Any]) -> Record:
         head, tail = split_template(spec.prompt, _fields(task, row, lineno))
         return Record(
-            context=head + row["context"], question=tail, answer_prefix="", answer=_answers(task, row),
-            max_new_tokens=spec.max_new_tokens, task=f"infinitebench:{task}", metric=spec.metric,
-            id=str(row.get("id", lineno - 1)), meta={},
+            context=head + row["context"],
+            question=tail,
+            answer_prefix="",
+            answer=_answers(task, row),
+            max_new_tokens=spec.max_new_tokens,
+            task=f"infinitebench:{task}",
+            metric=spec.metric,
+            id=str(row.get("id", lineno - 1)),
+            meta={},
         )
 
     return build_records(path, read_rows(path, FIELDS, n), build)

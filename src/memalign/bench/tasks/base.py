@@ -38,8 +38,9 @@ class TaskContext:
 
     def require_haystack(self, task: str) -> Path:
         if self.haystack_dir is None:
-            raise ConfigError(f"task {task!r} needs real text: pass --haystack DIR (a folder of .txt files, "
-                              "e.g. Paul Graham essays)")
+            raise ConfigError(
+                f"task {task!r} needs real text: pass --haystack DIR (a folder of .txt files, e.g. Paul Graham essays)"
+            )
         return self.haystack_dir
 
 
@@ -164,8 +165,10 @@ class Fitter:
     def fit(self, build: Callable[[int], Record], what: str = "filler") -> Record:
         empty = self.size(build(0))
         if empty > self.length:
-            raise DataError(f"{build(0).task}: even with no {what} the prompt needs {empty} tokens, "
-                            f"more than the target length {self.length}")
+            raise DataError(
+                f"{build(0).task}: even with no {what} the prompt needs {empty} tokens, "
+                f"more than the target length {self.length}"
+            )
         guess = self._guess
         if guess is None:  # extrapolate from the cost of 64 units
             per_unit = max(1e-3, (self.size(build(64)) - empty) / 64)

@@ -20,10 +20,14 @@ from memalign.bench.tasks.haystack import NOISE
 from memalign.bench.tasks.noise_needle import NeedleInNoise
 
 NOISE_LINE = NOISE + "\n"
-PASSKEY_PROMPT = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-                  "I will quiz you about the important information there.\n\n")
-NUMBER_PROMPT = ("There is an important info hidden inside a lot of irrelevant text. Find it. "
-                 "I will quiz you about the important information there.\n\n")
+PASSKEY_PROMPT = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there.\n\n"
+)
+NUMBER_PROMPT = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it. "
+    "I will quiz you about the important information there.\n\n"
+)
 
 
 class InfiniteBenchRetrieve(NeedleInNoise):
@@ -31,8 +35,9 @@ class InfiniteBenchRetrieve(NeedleInNoise):
 
     max_new_tokens = 32  # InfLLM/EM-LLM dataset2maxlen
 
-    def __init__(self, name: str, description: str, thing: str, prompt: str,
-                 make_key: Callable[[random.Random], str]) -> None:
+    def __init__(
+        self, name: str, description: str, thing: str, prompt: str, make_key: Callable[[random.Random], str]
+    ) -> None:
         self.name, self.description, self.thing, self.prompt = name, description, thing, prompt
         self._make_key = make_key
 
@@ -55,11 +60,24 @@ def _digits_with_repeats(rng: random.Random) -> str:
     return "".join(digits)
 
 
-add_task(InfiniteBenchRetrieve("ib_passkey", "InfiniteBench Retrieve.PassKey: 5 random digits in noise lines; "
-                               "first integer must match", "pass key", PASSKEY_PROMPT, _five_digits))
-add_task(InfiniteBenchRetrieve("ib_number_string", "InfiniteBench Retrieve.Number: 10 digits with repeats in noise "
-                               "lines; first integer must match", "sequence of digits", NUMBER_PROMPT,
-                               _digits_with_repeats))
+add_task(
+    InfiniteBenchRetrieve(
+        "ib_passkey",
+        "InfiniteBench Retrieve.PassKey: 5 random digits in noise lines; first integer must match",
+        "pass key",
+        PASSKEY_PROMPT,
+        _five_digits,
+    )
+)
+add_task(
+    InfiniteBenchRetrieve(
+        "ib_number_string",
+        "InfiniteBench Retrieve.Number: 10 digits with repeats in noise lines; first integer must match",
+        "sequence of digits",
+        NUMBER_PROMPT,
+        _digits_with_repeats,
+    )
+)
 
 
 class IBKVRetrieval(Task):
@@ -67,8 +85,12 @@ class IBKVRetrieval(Task):
     description = "InfiniteBench Retrieve.KV: JSON of UUID->UUID pairs; gold value must be a word of the answer"
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        return fit_each(ctx, length, (self._sample(length, seed, i, depth)
-                                      for i, depth in enumerate(spread_depths(ctx, n))), "pairs")
+        return fit_each(
+            ctx,
+            length,
+            (self._sample(length, seed, i, depth) for i, depth in enumerate(spread_depths(ctx, n))),
+            "pairs",
+        )
 
     def _sample(self, length: int, seed: int, i: int, depth: float) -> Builder:
         rng = sample_rng(seed, self.name, i)
@@ -76,18 +98,30 @@ class IBKVRetrieval(Task):
 
         def build(k: int) -> Record:
             while len(pairs) < k + 1:
-                pairs.append((str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                              str(uuid.UUID(int=rng.getrandbits(128), version=4))))
+                pairs.append(
+                    (
+                        str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                        str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    )
+                )
             gold_key, gold_value = pairs[0]
-            items = pairs[1:k + 1]
+            items = pairs[1 : k + 1]
             items.insert(int(round(depth * k)), (gold_key, gold_value))
             data = "JSON data:\n" + json.dumps(dict(items), ensure_ascii=False)
-            return Record(context=("Extract the value corresponding to the specified key "
-                                   f"\"{gold_key}\" in the JSON object below.\n\n{data}\n\n"),
-                          question=f"Key: \"{gold_key}\"\nThe value associated with the specified key is: ",
-                          answer_prefix="", answer=[gold_value], max_new_tokens=100, task=self.name,
-                          metric="kv_retrieval", id=f"{self.name}-{length}-{i}",
-                          meta={"depth": depth, "length": length})
+            return Record(
+                context=(
+                    "Extract the value corresponding to the specified key "
+                    f'"{gold_key}" in the JSON object below.\n\n{data}\n\n'
+                ),
+                question=f'Key: "{gold_key}"\nThe value associated with the specified key is: ',
+                answer_prefix="",
+                answer=[gold_value],
+                max_new_tokens=100,
+                task=self.name,
+                metric="kv_retrieval",
+                id=f"{self.name}-{length}-{i}",
+                meta={"depth": depth, "length": length},
+            )
 
         return build
 

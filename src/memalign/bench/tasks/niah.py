@@ -14,8 +14,10 @@ from memalign.bench.tasks.haystack import essay_sentences
 
 NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
-QUESTION = ("What is the best thing to do in San Francisco? "
-            "Don't give information outside the document or repeat your findings.")
+QUESTION = (
+    "What is the best thing to do in San Francisco? "
+    "Don't give information outside the document or repeat your findings."
+)
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -38,9 +40,16 @@ class NeedleInAHaystack(Task):
             hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
             at = int(round(depth * k))
             text = " ".join(hay[:at] + [NEEDLE] + hay[at:])
-            return Record(context=f"<document>\n{text}\n</document>\n\n", question=QUESTION,
-                          answer_prefix="The best thing to do in San Francisco is", answer=[ANSWER],
-                          max_new_tokens=32, task=self.name, metric="rouge1_recall",
-                          id=f"{self.name}-{length}-{i}", meta={"depth": depth, "length": length})
+            return Record(
+                context=f"<document>\n{text}\n</document>\n\n",
+                question=QUESTION,
+                answer_prefix="The best thing to do in San Francisco is",
+                answer=[ANSWER],
+                max_new_tokens=32,
+                task=self.name,
+                metric="rouge1_recall",
+                id=f"{self.name}-{length}-{i}",
+                meta={"depth": depth, "length": length},
+            )
 
         return build

@@ -35,8 +35,12 @@ class NeedleInNoise(Task):
         return f"The {self.thing} is {key}. Remember it. {key} is the {self.thing}."
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        return fit_each(ctx, length, (self._sample(length, seed, i, depth)
-                                      for i, depth in enumerate(spread_depths(ctx, n))), "noise")
+        return fit_each(
+            ctx,
+            length,
+            (self._sample(length, seed, i, depth) for i, depth in enumerate(spread_depths(ctx, n))),
+            "noise",
+        )
 
     def _sample(self, length: int, seed: int, i: int, depth: float) -> Builder:
         key = self.make_key(sample_rng(seed, self.name, i))
@@ -44,9 +48,16 @@ class NeedleInNoise(Task):
 
         def build(k: int) -> Record:
             before = int(round(k * depth))
-            return Record(context=self.layout(needle, before, k - before), question=f"What is the {self.thing}?",
-                          answer_prefix=self.answer_prefix, answer=[key], max_new_tokens=self.max_new_tokens,
-                          task=self.name, metric="first_int_match", id=f"{self.name}-{length}-{i}",
-                          meta={"depth": depth, "length": length})
+            return Record(
+                context=self.layout(needle, before, k - before),
+                question=f"What is the {self.thing}?",
+                answer_prefix=self.answer_prefix,
+                answer=[key],
+                max_new_tokens=self.max_new_tokens,
+                task=self.name,
+                metric="first_int_match",
+                id=f"{self.name}-{length}-{i}",
+                meta={"depth": depth, "length": length},
+            )
 
         return build

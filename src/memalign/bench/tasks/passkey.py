@@ -8,8 +8,10 @@ from memalign.bench.tasks.base import register_task
 from memalign.bench.tasks.haystack import NOISE
 from memalign.bench.tasks.noise_needle import NeedleInNoise
 
-TASK_DESCRIPTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-                    "I will quiz you about the important information there.")
+TASK_DESCRIPTION = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there."
+)
 
 
 @register_task

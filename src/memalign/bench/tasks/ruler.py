@@ -36,8 +36,10 @@ from memalign.bench.tasks.haystack import NOISE, essay_sentences
 from memalign.bench.tasks.words import key_words, vocabulary_words
 from memalign.errors import ConfigError
 
-NIAH_CONTEXT = ("Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. "
-                "I will quiz you about the {type_needle_v} afterwards.\n{context}\n")
+NIAH_CONTEXT = (
+    "Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about the {type_needle_v} afterwards.\n{context}\n"
+)
 NIAH_QUESTION = "What are all the special magic {type_needle_v} for {query} mentioned in the provided text?"
 NIAH_PREFIX = "The special magic {type_needle_v} for {query} mentioned in the provided text are"
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
@@ -83,8 +85,11 @@ class _RulerNiah(SampledTask):
             if k not in keys:
                 keys.append(k)
         values = [[_random_value(rng, spec.value) for _ in range(spec.num_v)] for _ in keys]
-        needles = [NEEDLE.format(type_needle_v=spec.value, key=k, value=v)
-                   for k, vs in zip(keys, values, strict=True) for v in vs]
+        needles = [
+            NEEDLE.format(type_needle_v=spec.value, key=k, value=v)
+            for k, vs in zip(keys, values, strict=True)
+            for v in vs
+        ]
         rng.shuffle(needles)
         if spec.haystack == "essay":
             depths = sorted(rng.sample(DEPTHS, len(needles)))
@@ -130,22 +135,31 @@ class _DistractorStream:
         return self.items[:k]
 
 
-def _niah_record(task: str, length: int, i: int, context: str, query: str, answers: list[str],
-                 spec: _NiahSpec, depths: list[float]) -> Record:
+def _niah_record(
+    task: str, length: int, i: int, context: str, query: str, answers: list[str], spec: _NiahSpec, depths: list[float]
+) -> Record:
     parts = [NIAH_CONTEXT, NIAH_QUESTION, NIAH_PREFIX]
     type_v = spec.value
     if spec.num_q * spec.num_v == 1:  # RULER's singular rewrite of the whole template
-        parts = [p.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
-                 for p in parts]
+        parts = [
+            p.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
+            for p in parts
+        ]
         type_v = type_v[:-1]
     ctx_t, q_t, p_t = parts
-    return Record(context=ctx_t.format(type_needle_v=type_v, context=context),
-                  question=q_t.format(type_needle_v=type_v, query=query),
-                  answer_prefix=p_t.format(type_needle_v=type_v, query=query), answer=answers, max_new_tokens=128,
-                  task=task, metric="string_match_all", id=f"{task}-{length}-{i}",
-                  # where the needles sit (fractions of the haystack), for analysis; not "depth", which
-                  # would make the runner group these random positions as a depth grid
-                  meta={"length": length, "needle_depths": [round(d, 4) for d in depths]})
+    return Record(
+        context=ctx_t.format(type_needle_v=type_v, context=context),
+        question=q_t.format(type_needle_v=type_v, query=query),
+        answer_prefix=p_t.format(type_needle_v=type_v, query=query),
+        answer=answers,
+        max_new_tokens=128,
+        task=task,
+        metric="string_match_all",
+        id=f"{task}-{length}-{i}",
+        # where the needles sit (fractions of the haystack), for analysis; not "depth", which
+        # would make the runner group these random positions as a depth grid
+        meta={"length": length, "needle_depths": [round(d, 4) for d in depths]},
+    )
 
 
 def _niah_task(name: str, spec: _NiahSpec, description: str) -> None:
@@ -155,24 +169,37 @@ def _niah_task(name: str, spec: _NiahSpec, description: str) -> None:
 _niah_task("niah_single_1", _NiahSpec("noise", "words", "numbers"), "RULER: one word->7-digit number in noise")
 _niah_task("niah_single_2", _NiahSpec("essay", "words", "numbers"), "RULER: one word->number in essays (--haystack)")
 _niah_task("niah_single_3", _NiahSpec("essay", "words", "uuids"), "RULER: one word->UUID in essays (--haystack)")
-_niah_task("niah_multikey_1", _NiahSpec("essay", "words", "numbers", num_k=4),
-           "RULER: 4 keys in essays, one asked (--haystack)")
-_niah_task("niah_multikey_2", _NiahSpec("needle", "words", "numbers"),
-           "RULER: one needle among distractor needles (word keys)")
-_niah_task("niah_multikey_3", _NiahSpec("needle", "uuids", "uuids"),
-           "RULER: one needle among distractor needles (UUID keys and values)")
-_niah_task("niah_multivalue", _NiahSpec("essay", "words", "numbers", num_v=4),
-           "RULER: one key with 4 values, all asked (--haystack)")
-_niah_task("niah_multiquery", _NiahSpec("essay", "words", "numbers", num_k=4, num_q=4),
-           "RULER: 4 keys, all asked (--haystack)")
+_niah_task(
+    "niah_multikey_1",
+    _NiahSpec("essay", "words", "numbers", num_k=4),
+    "RULER: 4 keys in essays, one asked (--haystack)",
+)
+_niah_task(
+    "niah_multikey_2", _NiahSpec("needle", "words", "numbers"), "RULER: one needle among distractor needles (word keys)"
+)
+_niah_task(
+    "niah_multikey_3",
+    _NiahSpec("needle", "uuids", "uuids"),
+    "RULER: one needle among distractor needles (UUID keys and values)",
+)
+_niah_task(
+    "niah_multivalue",
+    _NiahSpec("essay", "words", "numbers", num_v=4),
+    "RULER: one key with 4 values, all asked (--haystack)",
+)
+_niah_task(
+    "niah_multiquery", _NiahSpec("essay", "words", "numbers", num_k=4, num_q=4), "RULER: 4 keys, all asked (--haystack)"
+)
 
 
 # ---- variable tracking -------------------------------------------------------------------------------
 
 VT_CONTEXT = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{context}\n"
 VT_QUESTION = "Question: Find all variables that are assigned the value {query} in the text above."
-VT_PREFIX = ("Answer: According to the chain(s) of variable assignment in the text above, {num_v} variables are "
-             "assgined the value {query}, they are: ")  # "assgined" is RULER's spelling
+VT_PREFIX = (
+    "Answer: According to the chain(s) of variable assignment in the text above, {num_v} variables are "
+    "assgined the value {query}, they are: "
+)  # "assgined" is RULER's spelling
 
 
 def _vt_chain(rng: random.Random, num_hops: int, name_len: int) -> tuple[list[str], list[str]]:
@@ -206,34 +233,47 @@ class VariableTracking(SampledTask):
         # RULER's in-context example: 3-letter names, a short noise, the answer spelled out.
         ex_names, ex_chain = _vt_chain(rng, self.num_hops, 3)
         ex_value = ex_chain[0].split("=")[-1].strip()
-        example = (VT_CONTEXT.format(context=_vt_text(ex_chain, [rng.random() for _ in ex_chain], 5))
-                   + VT_QUESTION.format(query=ex_value) + " "
-                   + VT_PREFIX.format(num_v=self.num_hops + 1, query=ex_value) + " ".join(ex_names) + "\n\n")
+        example = (
+            VT_CONTEXT.format(context=_vt_text(ex_chain, [rng.random() for _ in ex_chain], 5))
+            + VT_QUESTION.format(query=ex_value)
+            + " "
+            + VT_PREFIX.format(num_v=self.num_hops + 1, query=ex_value)
+            + " ".join(ex_names)
+            + "\n\n"
+        )
         names, chain = _vt_chain(rng, self.num_hops, 5)
         value = chain[0].split("=")[-1].strip()
         positions = [rng.random() for _ in chain]
 
         def build(k: int) -> Record:
-            return Record(context=example + VT_CONTEXT.format(context=_vt_text(chain, positions, k)),
-                          question=VT_QUESTION.format(query=value),
-                          answer_prefix=VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
-                          answer=list(names), max_new_tokens=30, task=self.name, metric="string_match_all",
-                          id=f"{self.name}-{length}-{i}",
-                          meta={"length": length, "hop_depths": [round(p, 4) for p in positions]})
+            return Record(
+                context=example + VT_CONTEXT.format(context=_vt_text(chain, positions, k)),
+                question=VT_QUESTION.format(query=value),
+                answer_prefix=VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
+                answer=list(names),
+                max_new_tokens=30,
+                task=self.name,
+                metric="string_match_all",
+                id=f"{self.name}-{length}-{i}",
+                meta={"length": length, "hop_depths": [round(p, 4) for p in positions]},
+            )
 
         return build
 
 
 # ---- common words extraction ---------------------------------------------------------------------------
 
-CWE_CONTEXT = ("Below is a numbered list of words. In these words, some appear more often than others. "
-               "Memorize the ones that appear most often.\n{context}\n")
+CWE_CONTEXT = (
+    "Below is a numbered list of words. In these words, some appear more often than others. "
+    "Memorize the ones that appear most often.\n{context}\n"
+)
 CWE_QUESTION = "Question: What are the 10 most common words in the above list?"
 CWE_PREFIX = "Answer: The top 10 words that appear most often in the list are:"
 
 
-def _cwe_list(words: list[str], num_words: int, freq_cw: int, freq_ucw: int, num_cw: int,
-              rng: random.Random) -> tuple[str, list[str]]:
+def _cwe_list(
+    words: list[str], num_words: int, freq_cw: int, freq_ucw: int, num_cw: int, rng: random.Random
+) -> tuple[str, list[str]]:
     chosen = words[:num_words]
     common, uncommon = chosen[:num_cw], chosen[num_cw:]
     items = common * freq_cw + uncommon * freq_ucw
@@ -257,8 +297,10 @@ class CommonWordsExtraction(Task):
         records = fit_each(ctx, length, (self._sample(pool, length, seed, i) for i in range(n)), "words")
         listed = len(pool) - _cwe_frequencies(length)[0][0]  # the example's words are kept out of the list
         if any(record.meta["num_words"] >= listed for record in records):
-            raise ConfigError(f"cwe: the word pool ({len(pool)} words with this tokenizer) is too small for "
-                              f"{length} tokens; use a shorter length")
+            raise ConfigError(
+                f"cwe: the word pool ({len(pool)} words with this tokenizer) is too small for "
+                f"{length} tokens; use a shorter length"
+            )
         return records
 
     def _sample(self, pool: list[str], length: int, seed: int, i: int) -> Builder:
@@ -266,38 +308,57 @@ class CommonWordsExtraction(Task):
         rng = sample_rng(seed, self.name, i)
         words = list(pool)
         rng.shuffle(words)
-        ex_words = words[-ex_args[0]:]  # the example's words never appear in the real list
+        ex_words = words[-ex_args[0] :]  # the example's words never appear in the real list
         ex_text, ex_answer = _cwe_list(ex_words, ex_args[0], ex_args[1], ex_args[2], self.num_cw, rng)
-        example = (CWE_CONTEXT.format(context=ex_text) + CWE_QUESTION + " " + CWE_PREFIX + " "
-                   + " ".join(f"{j + 1}. {w}" for j, w in enumerate(ex_answer)) + "\n")
-        words = words[:-ex_args[0]]
+        example = (
+            CWE_CONTEXT.format(context=ex_text)
+            + CWE_QUESTION
+            + " "
+            + CWE_PREFIX
+            + " "
+            + " ".join(f"{j + 1}. {w}" for j, w in enumerate(ex_answer))
+            + "\n"
+        )
+        words = words[: -ex_args[0]]
 
         def build(k: int) -> Record:
             num = min(len(words), self.num_cw + k)
-            text, answer = _cwe_list(words, num, freq[0], freq[1], self.num_cw,
-                                     random.Random(f"{seed}/{self.name}/{i}/{num}"))
-            return Record(context=example + CWE_CONTEXT.format(context=text), question=CWE_QUESTION,
-                          answer_prefix=CWE_PREFIX, answer=answer, max_new_tokens=120, task=self.name,
-                          metric="string_match_all", id=f"{self.name}-{length}-{i}",
-                          meta={"length": length, "num_words": num})
+            text, answer = _cwe_list(
+                words, num, freq[0], freq[1], self.num_cw, random.Random(f"{seed}/{self.name}/{i}/{num}")
+            )
+            return Record(
+                context=example + CWE_CONTEXT.format(context=text),
+                question=CWE_QUESTION,
+                answer_prefix=CWE_PREFIX,
+                answer=answer,
+                max_new_tokens=120,
+                task=self.name,
+                metric="string_match_all",
+                id=f"{self.name}-{length}-{i}",
+                meta={"length": length, "num_words": num},
+            )
 
         return build
 
 
 # ---- frequent words extraction -------------------------------------------------------------------------
 
-FWE_CONTEXT = ("Read the following coded text and track the frequency of each coded word. "
-               "Find the three most frequently appeared coded words. {context}\n")
-FWE_QUESTION = ("Question: Do not provide any explanation. Please ignore the dots '....'. "
-                "What are the three most frequently appeared words in the above coded text?")
+FWE_CONTEXT = (
+    "Read the following coded text and track the frequency of each coded word. "
+    "Find the three most frequently appeared coded words. {context}\n"
+)
+FWE_QUESTION = (
+    "Question: Do not provide any explanation. Please ignore the dots '....'. "
+    "What are the three most frequently appeared words in the above coded text?"
+)
 FWE_PREFIX = "Answer: According to the coded text above, the three most frequently appeared words are:"
 
 
 @functools.cache
 def _zeta(alpha: float, terms: int = 10000) -> float:
     """Riemann zeta for alpha > 1: partial sum plus the Euler-Maclaurin tail (error < 1e-12 here)."""
-    head = sum(k ** -alpha for k in range(1, terms))
-    return head + terms ** (1 - alpha) / (alpha - 1) + 0.5 * terms ** -alpha
+    head = sum(k**-alpha for k in range(1, terms))
+    return head + terms ** (1 - alpha) / (alpha - 1) + 0.5 * terms**-alpha
 
 
 @register_task
@@ -321,11 +382,18 @@ class FrequentWordsExtraction(SampledTask):
 
         def build(k: int) -> Record:
             num_words = max(1, k) * 10
-            words = [w for rank, w in enumerate(ranked, 1) for _ in range(int(num_words * rank ** -self.alpha / zeta))]
+            words = [w for rank, w in enumerate(ranked, 1) for _ in range(int(num_words * rank**-self.alpha / zeta))]
             random.Random(f"{seed}/{self.name}/{i}/{k}").shuffle(words)
-            return Record(context=FWE_CONTEXT.format(context=" ".join(words)), question=FWE_QUESTION,
-                          answer_prefix=FWE_PREFIX, answer=ranked[1:4], max_new_tokens=50, task=self.name,
-                          metric="string_match_all", id=f"{self.name}-{length}-{i}",
-                          meta={"length": length, "num_words": num_words})
+            return Record(
+                context=FWE_CONTEXT.format(context=" ".join(words)),
+                question=FWE_QUESTION,
+                answer_prefix=FWE_PREFIX,
+                answer=ranked[1:4],
+                max_new_tokens=50,
+                task=self.name,
+                metric="string_match_all",
+                id=f"{self.name}-{length}-{i}",
+                meta={"length": length, "num_words": num_words},
+            )
 
         return build

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 def _split(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
+
 ADJECTIVES = _split("""
 able acid angry aware awful bad bald basic bitter black blue bold bored brave brief bright broad broken
 brown busy calm cheap chief clean clear clever close cold cool crazy cruel curly cute damp dark dead deep

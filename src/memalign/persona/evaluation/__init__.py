@@ -20,11 +20,28 @@ from memalign.persona.evaluation.modes import (
 from memalign.persona.evaluation.profiles import profile_text
 from memalign.persona.evaluation.records import TRAITS, subject_record, summarize
 from memalign.persona.evaluation.report import load_results, markdown_table
-from memalign.persona.evaluation.runner import model_label, result_path, run_eval
+from memalign.persona.evaluation.runner import result_path, run_eval
 from memalign.persona.evaluation.setup import EvalSetup, ModePrediction
 
 __all__ = [
-    "MODES", "TRAITS", "EvalMode", "EvalSetup", "GeneratedAnswers", "ModePrediction", "calibrate", "generate_answers",
-    "get_mode", "load_results", "markdown_table", "model_label", "parse_answer", "parse_modes", "profile_text",
-    "register_mode", "resolve_mode", "result_path", "run_eval", "subject_record", "summarize",
+    "MODES",
+    "TRAITS",
+    "EvalMode",
+    "EvalSetup",
+    "GeneratedAnswers",
+    "ModePrediction",
+    "calibrate",
+    "generate_answers",
+    "get_mode",
+    "load_results",
+    "markdown_table",
+    "parse_answer",
+    "parse_modes",
+    "profile_text",
+    "register_mode",
+    "resolve_mode",
+    "result_path",
+    "run_eval",
+    "subject_record",
+    "summarize",
 ]

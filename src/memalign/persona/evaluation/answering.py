@@ -64,26 +64,44 @@ class GeneratedAnswers:
 
 
 @torch.inference_mode()
-def generate_replies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[int]],
-                     max_new_tokens: int = 12, batch_size: int = 16) -> list[str]:
+def generate_replies(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 12,
+    batch_size: int = 16,
+) -> list[str]:
     """Greedy replies to tokenized prompts (left-padded batches; any active steering hooks apply)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise ConfigError("the tokenizer has neither a pad nor an eos token; generation answering needs one")
     replies: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        chunk = [list(p) for p in prompts[start:start + batch_size]]
+        chunk = [list(p) for p in prompts[start : start + batch_size]]
         width = max(len(p) for p in chunk)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=model.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, temperature=None, top_p=None, top_k=None)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
         replies += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return replies
 
 
-def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[int]],
-                     options: Sequence[LikertOption], max_new_tokens: int = 12,
-                     batch_size: int = 16) -> GeneratedAnswers:
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    options: Sequence[LikertOption],
+    max_new_tokens: int = 12,
+    batch_size: int = 16,
+) -> GeneratedAnswers:
     texts = generate_replies(model, tokenizer, prompts, max_new_tokens, batch_size)
     return GeneratedAnswers(tuple(texts), tuple(parse_answer(t, options) for t in texts))

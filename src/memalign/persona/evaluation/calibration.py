@@ -18,8 +18,13 @@ from memalign.persona.instruments import Instrument
 from memalign.persona.subjects import SubjectAnswers
 
 
-def calibrate(train: Mapping[int, float | None], test: Mapping[int, float | None], person: SubjectAnswers,
-              instrument: Instrument, l2: float = 0.1) -> tuple[dict[int, float | None], dict[str, list[float]]]:
+def calibrate(
+    train: Mapping[int, float | None],
+    test: Mapping[int, float | None],
+    person: SubjectAnswers,
+    instrument: Instrument,
+    l2: float = 0.1,
+) -> tuple[dict[int, float | None], dict[str, list[float]]]:
     """Per trait, fit keyed answer ~ a + b * keyed prediction on the training items; apply to the test items.
 
     In the keyed (trait) direction the model's item-to-item variation lines up with the trait, so one
@@ -27,13 +32,17 @@ def calibrate(train: Mapping[int, float | None], test: Mapping[int, float | None
     vary little, and a free slope through 24 points would amplify noise). Output clamped to 1..5.
     Returns the calibrated test answers and ``{domain: [intercept, slope]}``.
     """
+
     def keyed(value: float, item_id: int) -> float:
         return keyed_value(value, instrument.item(item_id).keyed)
 
     lines: dict[str, list[float]] = {}
     for domain in instrument.domains:
-        pairs = [(keyed(p, i), keyed(float(raw), i)) for i, p in train.items()
-                 if p is not None and instrument.item(i).domain == domain and (raw := person.raw_answer(i)) is not None]
+        pairs = [
+            (keyed(p, i), keyed(float(raw), i))
+            for i, p in train.items()
+            if p is not None and instrument.item(i).domain == domain and (raw := person.raw_answer(i)) is not None
+        ]
         if not pairs:
             continue
         xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
@@ -53,8 +62,9 @@ def calibrate(train: Mapping[int, float | None], test: Mapping[int, float | None
     return out, lines
 
 
-def calibrated_prediction(test: ModePrediction, train: ModePrediction, person: SubjectAnswers,
-                          instrument: Instrument, l2: float = 0.1) -> ModePrediction:
+def calibrated_prediction(
+    test: ModePrediction, train: ModePrediction, person: SubjectAnswers, instrument: Instrument, l2: float = 0.1
+) -> ModePrediction:
     """``test`` through the lines :func:`calibrate` fits on ``train``; argmax is the rounded calibrated answer.
 
     The lines go into ``info["calibration"]`` so a record shows what the map did for that person.

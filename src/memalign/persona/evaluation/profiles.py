@@ -17,24 +17,29 @@ from memalign.persona.subjects import SubjectAnswers
 
 FEW_SHOT_PREFIX = "Here are some of your behaviors and your level of recognition towards them;"
 # The instruction PAlign's data_preprocess/get_personality_prompt.py sends to a Llama endpoint.
-PERSONA_REWRITE_PROMPT = ('Please use "You" to organize and rewrite the following fragment into a smooth object '
-                          'description, without including any "accurate" and "inaccurate" elements, but rather a '
-                          "natural description:\n")
+PERSONA_REWRITE_PROMPT = (
+    'Please use "You" to organize and rewrite the following fragment into a smooth object '
+    'description, without including any "accurate" and "inaccurate" elements, but rather a '
+    "natural description:\n"
+)
 
 
-def answers_fragment(person: SubjectAnswers, instrument: Instrument, item_ids: Sequence[int],
-                     config: PromptConfig | None = None) -> str:
+def answers_fragment(
+    person: SubjectAnswers, instrument: Instrument, item_ids: Sequence[int], config: PromptConfig | None = None
+) -> str:
     """``item text:option label`` of every answered item, ``;``-separated, in the person's *raw* direction.
 
     Missing answers are left out (PAlign wrote "Unknown", which tells the model nothing about the person).
     """
     labels = {o.value: o.label for o in (config or PromptConfig()).options}
-    return ";".join(f"{instrument.item(i).text}:{labels[raw]}" for i in item_ids
-                    if (raw := person.raw_answer(i)) is not None)
+    return ";".join(
+        f"{instrument.item(i).text}:{labels[raw]}" for i in item_ids if (raw := person.raw_answer(i)) is not None
+    )
 
 
-def profile_text(person: SubjectAnswers, instrument: Instrument, item_ids: Sequence[int],
-                 config: PromptConfig | None = None) -> str:
+def profile_text(
+    person: SubjectAnswers, instrument: Instrument, item_ids: Sequence[int], config: PromptConfig | None = None
+) -> str:
     """PAlign's few-shot profile, with the person's *raw* answers ("Cheat to get ahead.:Very Inaccurate").
 
     The separator is PAlign's PAS one (``;``). A person without any answer on ``item_ids`` is refused:

@@ -62,9 +62,14 @@ def keyed_value(value: float, keyed: int) -> float:
     return value if keyed > 0 else 6.0 - value
 
 
-def subject_record(person: SubjectAnswers, test_ids: Sequence[int], instrument: Instrument,
-                   expected: Mapping[int, float | None], argmax: Mapping[int, float | None],
-                   unparsed_policy: str = "midpoint") -> dict[str, Any]:
+def subject_record(
+    person: SubjectAnswers,
+    test_ids: Sequence[int],
+    instrument: Instrument,
+    expected: Mapping[int, float | None],
+    argmax: Mapping[int, float | None],
+    unparsed_policy: str = "midpoint",
+) -> dict[str, Any]:
     """Metrics of one person's predicted answers (``None`` = the model gave no parsable answer).
 
     ``unparsed_policy``: ``midpoint`` scores an unparsed answer as 3 ("Neither"), so a model that does
@@ -85,8 +90,12 @@ def subject_record(person: SubjectAnswers, test_ids: Sequence[int], instrument: 
             out[i] = float(value)
         return out
 
-    record: dict[str, Any] = {"subject": person.subject_id, "n_test_items": len(test_ids),
-                              "n_missing_answers": len(missing), "n_unparsed": len(unparsed)}
+    record: dict[str, Any] = {
+        "subject": person.subject_id,
+        "n_test_items": len(test_ids),
+        "n_missing_answers": len(missing),
+        "n_unparsed": len(unparsed),
+    }
     for kind, preds in (("", resolved(expected)), ("_argmax", resolved(argmax))):
         score = alignment_score(preds, person, preds, instrument)
         trait_mae = {t: score.domain_mae[t] for t in TRAITS if t in score.domain_mae}
@@ -133,15 +142,21 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         traits = [_nan(r["model_trait"].get(t)) for r in records]
         errors = [_nan(r["trait_mae"].get(t)) for r in records]
         errors_argmax = [_nan(r["trait_mae_argmax"].get(t)) for r in records]
-        score.update({f"mean_{t}": _mean(traits), f"std_{t}": _std(traits), f"mean_{t}_abs": _mean(errors),
-                      f"std_{t}_abs": _std(errors), f"mean_{t}_abs_argmax": _mean(errors_argmax)})
+        score.update(
+            {
+                f"mean_{t}": _mean(traits),
+                f"std_{t}": _std(traits),
+                f"mean_{t}_abs": _mean(errors),
+                f"std_{t}_abs": _std(errors),
+                f"mean_{t}_abs_argmax": _mean(errors_argmax),
+            }
+        )
         persons = [_nan(r["person_trait"].get(t)) for r in records]
         pairs = [(m, p) for m, p in zip(traits, persons, strict=True) if not (math.isnan(m) or math.isnan(p))]
         # A mode whose trait score barely moves between people (NO_CHANGE, item-mean) has no meaningful
         # correlation with them: report it as undefined rather than as the sign of rounding noise.
         spread = _std(m for m, _ in pairs) if pairs else 0.0
-        score[f"r_trait_{t}"] = (pearson([m for m, _ in pairs], [p for _, p in pairs]) if spread > 0.01
-                                 else math.nan)
+        score[f"r_trait_{t}"] = pearson([m for m, _ in pairs], [p for _, p in pairs]) if spread > 0.01 else math.nan
     score["sum_abs"] = sum(score[f"mean_{t}_abs"] for t in TRAITS)
     score["sum_abs_argmax"] = sum(score[f"mean_{t}_abs_argmax"] for t in TRAITS)
     score["std_sum_abs"] = _std(r["trait_sum"] for r in records)

@@ -56,15 +56,35 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
         s = doc["score"]
         r_trait = [s.get(f"r_trait_{t}") for t in TRAITS]
         r_trait = [v for v in r_trait if v is not None and not math.isnan(v)]
-        rows.append([str(doc.get("model") or "—"), doc["mode"], str(doc.get("n_subjects", "")),
-                     *(_f(s.get(f"mean_{t}_abs")) for t in TRAITS), _f(s.get("sum_abs")), _f(s.get("sum_abs_argmax")),
-                     _f(s.get("r_items")), _f(sum(r_trait) / len(r_trait) if r_trait else None),
-                     str(doc.get("n_unparsed", 0)), _f(doc.get("seconds_per_subject"), 1)])
+        rows.append(
+            [
+                str(doc.get("model") or "—"),
+                doc["mode"],
+                str(doc.get("n_subjects", "")),
+                *(_f(s.get(f"mean_{t}_abs")) for t in TRAITS),
+                _f(s.get("sum_abs")),
+                _f(s.get("sum_abs_argmax")),
+                _f(s.get("r_items")),
+                _f(sum(r_trait) / len(r_trait) if r_trait else None),
+                str(doc.get("n_unparsed", 0)),
+                _f(doc.get("seconds_per_subject"), 1),
+            ]
+        )
     return rows
 
 
-HEADER = ["model", "mode", "subjects", *TRAITS, "sum (expected)", "sum (argmax)", "r items", "r traits",
-          "unparsed", "s/subject"]
+HEADER = [
+    "model",
+    "mode",
+    "subjects",
+    *TRAITS,
+    "sum (expected)",
+    "sum (argmax)",
+    "r items",
+    "r traits",
+    "unparsed",
+    "s/subject",
+]
 TITLE = "Personality alignment: MAE vs the person's raw answers on held-out items (lower is better)"
 
 
@@ -84,14 +104,23 @@ def plot_trait_errors(results: Sequence[dict[str, Any]], path: Path) -> Path:
     panels = []
     for model in sorted({str(d.get("model")) for d in results}):
         docs = sorted((d for d in results if str(d.get("model")) == model), key=lambda d: d["score"]["sum_abs"] or 9)
-        bars = [(f"{doc['mode']} ({_f(doc['score'].get('sum_abs'))}, n={doc.get('n_subjects')})",
-                 [doc["score"].get(f"mean_{t}_abs") or 0.0 for t in TRAITS]) for doc in docs]
+        bars = [
+            (
+                f"{doc['mode']} ({_f(doc['score'].get('sum_abs'))}, n={doc.get('n_subjects')})",
+                [doc["score"].get(f"mean_{t}_abs") or 0.0 for t in TRAITS],
+            )
+            for doc in docs
+        ]
         panels.append((f"{model}: per-trait error on held-out items (legend: sum)", bars))
     return plots.grouped_bars(panels, TRAITS, path, ylabel="MAE vs raw answers")
 
 
-def plot_radar(results: Sequence[dict[str, Any]], path: Path, subject: str | None = None,
-               modes: Sequence[str] = ("NO_CHANGE", "PAS", "PAS+profile", "few-shot")) -> Path | None:
+def plot_radar(
+    results: Sequence[dict[str, Any]],
+    path: Path,
+    subject: str | None = None,
+    modes: Sequence[str] = ("NO_CHANGE", "PAS", "PAS+profile", "few-shot"),
+) -> Path | None:
     """One person's trait scores (held-out items) against the model's under each available LLM mode."""
     by_mode = {d["mode"]: d for d in results if d["mode"] in modes}
     if not by_mode:
@@ -112,5 +141,6 @@ def plot_radar(results: Sequence[dict[str, Any]], path: Path, subject: str | Non
         rec = next((r for r in doc.get("records", []) if r["subject"] == subject), None)
         if rec:
             series.append((f"{mode} (sum {_f(rec['trait_sum'])})", traits(rec["model_trait"]), "-"))
-    return plots.radar(series, TRAITS, path, title=f"trait scores on the held-out items: person {subject} vs model",
-                       ylim=(1, 5))
+    return plots.radar(
+        series, TRAITS, path, title=f"trait scores on the held-out items: person {subject} vs model", ylim=(1, 5)
+    )

@@ -51,12 +51,22 @@ class EvalSetup:
     model to write one from the person's training answers (PAlign's P² recipe).
     """
 
-    def __init__(self, instrument: Instrument, split: ItemSplit, population: Sequence[SubjectAnswers],
-                 model: PreTrainedModel | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
-                 rewordings: Mapping[int, str] | None = None, prompt_config: PromptConfig | None = None,
-                 fit_config: FitConfig | None = None, personality_prompts: Mapping[str, str] | None = None,
-                 answering: str = "logits", max_new_tokens: int = 12, calibration_l2: float = 0.1,
-                 cache: bool = True) -> None:
+    def __init__(
+        self,
+        instrument: Instrument,
+        split: ItemSplit,
+        population: Sequence[SubjectAnswers],
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        rewordings: Mapping[int, str] | None = None,
+        prompt_config: PromptConfig | None = None,
+        fit_config: FitConfig | None = None,
+        personality_prompts: Mapping[str, str] | None = None,
+        answering: str = "logits",
+        max_new_tokens: int = 12,
+        calibration_l2: float = 0.1,
+        cache: bool = True,
+    ) -> None:
         if calibration_l2 < 0:
             raise ConfigError(f"calibration_l2 must be >= 0, got {calibration_l2}")
         if max_new_tokens < 1:
@@ -85,12 +95,20 @@ class EvalSetup:
         return self.model, self.tokenizer
 
     # ---- prompt sessions ------------------------------------------------------------------------
-    def session(self, item_ids: Sequence[int], system: str | None = None, cache: bool | None = None
-                ) -> QuestionnaireSession:
+    def session(
+        self, item_ids: Sequence[int], system: str | None = None, cache: bool | None = None
+    ) -> QuestionnaireSession:
         """A questionnaire session over ``item_ids`` (``system`` replaces the system prompt)."""
         model, tokenizer = self.require_model("LLM")
-        return QuestionnaireSession(model, tokenizer, self.instrument.subset(item_ids).items, self.prompt_config,
-                                    self.rewordings, system=system, cache=self.cache if cache is None else cache)
+        return QuestionnaireSession(
+            model,
+            tokenizer,
+            self.instrument.subset(item_ids).items,
+            self.prompt_config,
+            self.rewordings,
+            system=system,
+            cache=self.cache if cache is None else cache,
+        )
 
     @property
     def test_session(self) -> QuestionnaireSession:
@@ -104,10 +122,16 @@ class EvalSetup:
         """PAS on the training items: their encodings and head activations, prepared once per run."""
         if self._aligner is None:
             model, tokenizer = self.require_model("PAS")
-            self._aligner = PersonaAligner(model, tokenizer, self.instrument.subset(self.split.train).items,
-                                           instrument=self.instrument.name, prompt_config=self.prompt_config,
-                                           fit_config=self.fit_config, rewordings=self.rewordings,
-                                           cache=self.cache).prepare()
+            self._aligner = PersonaAligner(
+                model,
+                tokenizer,
+                self.instrument.subset(self.split.train).items,
+                instrument=self.instrument.name,
+                prompt_config=self.prompt_config,
+                fit_config=self.fit_config,
+                rewordings=self.rewordings,
+                cache=self.cache,
+            ).prepare()
         return self._aligner
 
     def split_session(self, items: Split) -> QuestionnaireSession:
@@ -128,8 +152,9 @@ class EvalSetup:
             self._fits = {person.subject_id: self.aligner.fit(person.restrict(self.split.train))}
         return self._fits[person.subject_id]
 
-    def answer(self, session: QuestionnaireSession, steering: Steering | None = None,
-               alpha: float | None = None) -> ModePrediction:
+    def answer(
+        self, session: QuestionnaireSession, steering: Steering | None = None, alpha: float | None = None
+    ) -> ModePrediction:
         """The session's items answered (under ``steering``): option logits, or generated and parsed."""
         if self.answering == "logits":
             scores = session.score(steering, alpha=alpha)
@@ -139,10 +164,12 @@ class EvalSetup:
             return ModePrediction(expected, argmax, mass)
         model, tokenizer = self.require_model("generation answering")
         with steering.apply(model, alpha=alpha) if steering is not None else nullcontext():
-            answers = generate_answers(model, tokenizer, session.questions, self.prompt_config.options,
-                                       self.max_new_tokens)
-        values = {i: (float(v) if v is not None else None)
-                  for i, v in zip(session.item_ids, answers.values, strict=True)}
+            answers = generate_answers(
+                model, tokenizer, session.questions, self.prompt_config.options, self.max_new_tokens
+            )
+        values = {
+            i: (float(v) if v is not None else None) for i, v in zip(session.item_ids, answers.values, strict=True)
+        }
         unparsed = [t for t, v in zip(answers.texts, answers.values, strict=True) if v is None]
         return ModePrediction(values, dict(values), info={"unparsed_examples": unparsed[:3]})
 
