@@ -73,6 +73,8 @@ _IGNORED = {
 }
 # Options whose effect memalign reproduces with the model's own rotary module instead.
 _ROPE = {"base", "distance_scale"}
+# memalign's EMConfig field -> the reference's parameter name, where they differ (for error messages).
+_REFERENCE_NAMES = {"chunk_size": "exc_block_size", "gamma": "surprisal_threshold_gamma"}
 _SPLITTERS = {"surprisal": "surprise", "surprise": "surprise", "random": "random"}
 
 
@@ -152,7 +154,13 @@ def em_config_from_reference(**kwargs: Any) -> EMConfig:
         kw.pop(key)
     if kw:
         raise ConfigError(f"unknown EM-LLM parameter(s): {', '.join(sorted(kw))}")
-    return EMConfig(**fields)
+    try:
+        return EMConfig(**fields)
+    except ConfigError as exc:  # name the setting the caller passed, not only memalign's field
+        message = str(exc)
+        for field, reference in _REFERENCE_NAMES.items():
+            message = message.replace(f"EMConfig.{field} ", f"patch_hf {reference} (EMConfig.{field}) ")
+        raise ConfigError(message) from None
 
 
 def _contiguity_fraction(size: Any, n_mem: Any) -> float:
