@@ -33,21 +33,37 @@ def _free_port() -> int:
 
 
 class Server:
-    """A `memalign serve` subprocess on a free loopback port."""
+    """A `memalign serve` subprocess on a free loopback port, with the memory config and personas under ``root``.
 
-    def __init__(self, root: Path, *extra: str) -> None:
+    ``threads`` is the server's ``--threads`` (and OMP threads): one for tiny models (a second thread only
+    waits on a busy machine), more for a real model."""
+
+    def __init__(
+        self,
+        root: Path,
+        *extra: str,
+        model: str = "tiny:qwen3",
+        served: str = "tiny",
+        threads: int = 1,
+        start_timeout_s: float = 90.0,
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MEMALIGN_PROGRESS": "0", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            "MEMALIGN_PROGRESS": "0",
+            "OMP_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         command = [
             sys.executable,
             "-m",
             "memalign",
             "serve",
             "--model",
-            "tiny:qwen3",
+            model,
             "--served-name",
-            "tiny",
+            served,
             "--dtype",
             "fp32",
             "--memory",
@@ -58,11 +74,13 @@ class Server:
             str(self.port),
             "--max-tokens-limit",
             "600",
+            "--threads",
+            str(threads),
             *extra,
         ]
         self.log = open(root / f"server-{self.port}.log", "wb")  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {(root / f'server-{self.port}.log').read_text()}")
@@ -72,7 +90,7 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError("server did not start in 90 s")
+        raise RuntimeError(f"server did not start in {start_timeout_s:.0f} s")
 
     def client(self, key: str = "root-key") -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)

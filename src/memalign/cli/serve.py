@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 import typer
 
 from memalign.cli import app
@@ -52,6 +53,7 @@ def serve(
     ),
     dtype: str = typer.Option("auto", help="auto (bf16 where native, else fp32), bf16, fp32 or fp16"),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda"),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default)"),
 ) -> None:
     """Serve chat completions over HTTP (OpenAI's API, streaming by server-sent events)."""
     try:
@@ -68,6 +70,9 @@ def serve(
     keys = ApiKeys.from_file(api_keys) if api_keys is not None else None
     if host not in _LOOPBACK and keys is None:
         console.print(f"[yellow]serving on {host} without --api-keys: anyone who reaches it can use it[/]")
+    if threads:
+        # the scheduler thread runs every forward: this bounds the cores one server takes on a shared machine
+        torch.set_num_threads(threads)
     model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
     steerings = load_personas(personas, model_obj)
     limits = EngineLimits(max_batch=max_batch, max_new_tokens=max_tokens_limit, max_prompt_tokens=max_prompt_tokens)
