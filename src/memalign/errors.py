@@ -45,7 +45,7 @@ class DuplicateNameError(MemalignError, ValueError):
 
 
 class MissingExtraError(MemalignError, ImportError):
-    """An optional dependency (scipy, matplotlib: the ``eval`` extra) is needed and not installed."""
+    """An optional dependency (the ``eval`` extra: scipy, matplotlib; the ``ray`` extra) is needed, not installed."""
 
 
 # -- serving (memalign serve: the OpenAI-compatible server) ----------------------------------------------
@@ -105,3 +105,11 @@ class StoreClosedError(MemalignError, RuntimeError):
 
 class ModelFileError(ModelNotFoundError):
     """A model file exists but cannot be used: empty, truncated, or not the format its name says."""
+
+
+# -- scale-out (--ray: bench runs and persona evaluations on a Ray cluster) --------------------------------
+
+
+class WorkerError(MemalignError, RuntimeError):
+    """A Ray worker could not do its part: it could not load the model, raised on an item, or died on the
+    same item too often. The message carries the worker's own error and where it ran."""

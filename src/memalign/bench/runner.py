@@ -29,10 +29,10 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -50,6 +50,9 @@ from memalign.bench.tasks.base import TaskContext, get_task
 from memalign.errors import ConfigError, DataError, MemalignError
 from memalign.progress import progress_bar
 from memalign.text import model_slug  # re-exported: the report and the benchmark scripts import it from here
+
+if TYPE_CHECKING:
+    from memalign.scaleout.options import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,11 @@ class RunConfig:
     def matching(self, model: PreTrainedModel) -> RunConfig:
         """This configuration for ``model``: ``auto`` becomes the dtype the weights are in; an explicit dtype
         the model is not in is refused (its folder would claim a dtype the scores were not computed in)."""
-        used = dtype_name(model.dtype)
+        return self.for_dtype(dtype_name(model.dtype))
+
+    def for_dtype(self, used: str) -> RunConfig:
+        """This configuration for weights in dtype ``used`` (``bf16`` ...), as :meth:`matching` explains; a
+        Ray run asks its workers which dtype they loaded, since ``auto`` resolves on their hardware."""
         if self.dtype_used() == used:
             return self
         if self.dtype == "auto":
@@ -346,6 +353,63 @@ def check_resume(directory: Path, config: dict[str, Any], keys: Iterable[str] = 
         )
 
 
+@dataclass
+class FolderPlan:
+    """One result folder about to be filled: its configuration, the items still to answer, and the writing.
+
+    Built by :func:`plan_folder` once the folder is known to belong to the configuration; ``metrics`` is set
+    when the folder is already complete (nothing to do). A local run and a Ray run share it, so they write
+    the same files: rows appended one line each, in ``todo`` order, then ``metrics.json``.
+    """
+
+    cfg: RunConfig
+    directory: Path
+    config: dict[str, Any]
+    todo: list[Record]
+    truncate: int
+    metrics: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        """Record the configuration: from here on the folder is written."""
+        write_config(self.directory, self.config)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append one answered item (flushed at once: a crash loses at most the line being written)."""
+        with (self.directory / PREDICTIONS_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def finish(self) -> dict[str, Any]:
+        """(Re)write ``metrics.json`` from every prediction in the folder."""
+        self.metrics = finalize(self.directory, self.config)
+        return self.metrics
+
+
+def plan_folder(
+    cfg: RunConfig,
+    records: list[Record],
+    out: Path,
+    identity: dict[str, Any],
+    method_config: dict[str, Any],
+) -> FolderPlan:
+    """The folder ``out/<cfg.name()>`` for ``records``: refused if it holds another configuration
+    (:func:`check_resume`), else the items it does not hold yet. Writes nothing.
+
+    ``cfg`` already carries the dtype the model is in (:meth:`RunConfig.for_dtype`); ``identity`` is
+    :func:`~memalign.bench.loaders.fingerprint.model_identity` of the loaded model.
+    """
+    directory = Path(out) / cfg.name()
+    config = {**cfg.to_dict(), "model_identity": identity, "method_config": method_config, "n_records": len(records)}
+    check_resume(directory, config)
+    have = done_ids(directory)
+    todo = [r for r in records if r.id not in have]
+    truncate = cfg.length if not get_task(cfg.task).synthetic else 0
+    plan = FolderPlan(cfg, directory, config, todo, truncate)
+    if not todo and (directory / METRICS_FILE).is_file():
+        logger.info("%s: done (%d items), skipped", cfg.name(), len(have))
+        plan.metrics = json.loads((directory / METRICS_FILE).read_text())
+    return plan
+
+
 def run_records(
     cfg: RunConfig,
     records: list[Record],
@@ -360,41 +424,26 @@ def run_records(
     """
     cfg = cfg.matching(model)
     method = method or make_method(cfg.method, cfg.budget, cfg.prefill_chunk)
-    directory = out / cfg.name()
-    config = {
-        **cfg.to_dict(),
-        "model_identity": model_identity(cfg.model, model),
-        "method_config": method.config(),
-        "n_records": len(records),
-    }
-    check_resume(directory, config)
-    have = done_ids(directory)
-    todo = [r for r in records if r.id not in have]
-    if not todo and (directory / METRICS_FILE).is_file():
-        logger.info("%s: done (%d items), skipped", cfg.name(), len(have))
-        return json.loads((directory / METRICS_FILE).read_text())
-    write_config(directory, config)
-    truncate = cfg.length if not get_task(cfg.task).synthetic else 0
-    with (
-        progress_bar(f"{cfg.task} {cfg.length} {cfg.method}", total=len(todo)) as advance,
-        (directory / PREDICTIONS_FILE).open("a", encoding="utf-8") as fh,
-    ):
-        for k, record in enumerate(todo, 1):
-            row = predict_one(model, tokenizer, method, record, truncate)
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
+    plan = plan_folder(cfg, records, out, model_identity(cfg.model, model), method.config())
+    if plan.metrics is not None:
+        return plan.metrics
+    plan.start()
+    with progress_bar(f"{cfg.task} {cfg.length} {cfg.method}", total=len(plan.todo)) as advance:
+        for k, record in enumerate(plan.todo, 1):
+            row = predict_one(model, tokenizer, method, record, plan.truncate)
+            plan.append(row)
             advance(1)
             logger.debug(
                 "%s %d/%d score=%.2f %d tok %.1fs %s",
                 cfg.name(),
                 k,
-                len(todo),
+                len(plan.todo),
                 row["score"],
                 row["prompt_tokens"],
                 row["seconds"],
                 row.get("error", ""),
             )
-    return finalize(directory, config)
+    return plan.finish()
 
 
 @dataclass(frozen=True)
@@ -437,6 +486,60 @@ def _check_inputs(
     return haystack_sha256(haystack)
 
 
+def sweep_configs(
+    tasks: Iterable[str],
+    lengths: Iterable[int],
+    methods: Iterable[str],
+    model_name: str,
+    out: Path,
+    *,
+    samples: int = 5,
+    seed: int = 0,
+    budget: Budget | None = None,
+    dtype: str = "auto",
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    haystack: Path | None = None,
+    data_dir: Path | None = None,
+    depths: tuple[float, ...] | None = None,
+) -> tuple[list[RunConfig], str | None]:
+    """Every task x length x method configuration, checked with the input files before a model loads;
+    and the essays' hash (None without ``haystack``)."""
+    budget = budget or Budget()
+    tasks, lengths, methods = list(tasks), list(lengths), list(methods)
+    configs = [
+        RunConfig(t, n, m, model_name, samples, seed, budget, dtype, prefill_chunk)
+        for t in tasks
+        for n in lengths
+        for m in methods
+    ]  # validate everything before loading
+    if not configs:
+        raise ConfigError("nothing to run: give at least one task, length and method")
+    return configs, _check_inputs(tasks, Path(out), haystack, data_dir, depths)
+
+
+def sweep_cells(
+    configs: list[RunConfig],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    haystack: Path | None = None,
+    data_dir: Path | None = None,
+    depths: tuple[float, ...] | None = None,
+    haystack_hash: str | None = None,
+) -> Iterator[tuple[RunConfig, list[Record]]]:
+    """Each configuration with its records (and the data they came from in ``data``); the records of a
+    task and length are generated once for all its methods."""
+    ctx = _RecordingContext(tokenizer, haystack_dir=haystack, data_dir=data_dir, depths=depths)
+    cache: dict[tuple[str, int], tuple[list[Record], dict[str, Any]]] = {}
+    for cfg in configs:
+        key = (cfg.task, cfg.length)
+        if key not in cache:
+            cache.clear()
+            records = get_task(cfg.task).records(ctx, cfg.length, cfg.samples, cfg.seed)
+            cache[key] = records, _data_identity(cfg.task, ctx, haystack_hash)
+        records, data = cache[key]
+        yield replace(cfg, data=data), records
+
+
 def run_sweep(
     tasks: Iterable[str],
     lengths: Iterable[int],
@@ -452,35 +555,39 @@ def run_sweep(
     haystack: Path | None = None,
     data_dir: Path | None = None,
     depths: tuple[float, ...] | None = None,
+    ray: RayOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Load the model once; per task and length generate the records once and run every method on them.
 
     Everything that can be checked without the model is checked first (names, budgets, dtype, input
-    files), so an impossible sweep fails in seconds and leaves no folder behind.
+    files), so an impossible sweep fails in seconds and leaves no folder behind. With ``ray`` the items of
+    every configuration are answered by workers of a Ray cluster (:mod:`memalign.scaleout`), which write
+    the same folders as this process would.
     """
+    configs, haystack_hash = sweep_configs(
+        tasks,
+        lengths,
+        methods,
+        model_name,
+        out,
+        samples=samples,
+        seed=seed,
+        budget=budget,
+        dtype=dtype,
+        prefill_chunk=prefill_chunk,
+        haystack=haystack,
+        data_dir=data_dir,
+        depths=depths,
+    )
+    inputs = {"haystack": haystack, "data_dir": data_dir, "depths": depths, "haystack_hash": haystack_hash}
+    if ray is not None:
+        from memalign.scaleout.bench import run_sweep_on_ray
+
+        return run_sweep_on_ray(configs, Path(out), ray, **inputs)
     from memalign.models import load_model
 
-    budget = budget or Budget()
-    tasks, lengths, methods = list(tasks), list(lengths), list(methods)
-    configs = [
-        RunConfig(t, n, m, model_name, samples, seed, budget, dtype, prefill_chunk)
-        for t in tasks
-        for n in lengths
-        for m in methods
-    ]  # validate everything before loading
-    if not configs:
-        raise ConfigError("nothing to run: give at least one task, length and method")
-    haystack_hash = _check_inputs(tasks, Path(out), haystack, data_dir, depths)
     model, tokenizer = load_model(model_name, dtype=dtype)
-    ctx = _RecordingContext(tokenizer, haystack_dir=haystack, data_dir=data_dir, depths=depths)
-    results = []
-    cache: dict[tuple[str, int], tuple[list[Record], dict[str, Any]]] = {}
-    for cfg in configs:
-        key = (cfg.task, cfg.length)
-        if key not in cache:
-            cache.clear()
-            records = get_task(cfg.task).records(ctx, cfg.length, samples, seed)
-            cache[key] = records, _data_identity(cfg.task, ctx, haystack_hash)
-        records, data = cache[key]
-        results.append(run_records(replace(cfg, data=data), records, model, tokenizer, Path(out)))
-    return results
+    return [
+        run_records(cfg, records, model, tokenizer, Path(out))
+        for cfg, records in sweep_cells(configs, tokenizer, **inputs)
+    ]

@@ -105,12 +105,27 @@ def run_cmd(
     haystack: Path | None = typer.Option(None, help="folder of .txt essays for niah / RULER essay tasks"),
     data_dir: Path | None = typer.Option(None, help="folder of official LongBench / InfiniteBench .jsonl files"),
     depths: str | None = typer.Option(None, help="needle depth grid, e.g. 0,0.25,0.5,0.75,1"),
-    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
+    threads: int = typer.Option(
+        0, help="torch threads (0: torch's default; with --ray: per worker, 0 = --worker-cpus)"
+    ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="answer the items on a Ray cluster: local (started here), auto (the one this machine joined) "
+        "or a cluster address; needs the ray extra (docs/scale-out.md)",
+    ),
+    workers: int = typer.Option(0, help="with --ray: model-holding workers (0: as many as the cluster fits)"),
+    worker_cpus: float = typer.Option(1.0, help="with --ray: CPUs each worker reserves"),
+    worker_gpus: float = typer.Option(0.0, help="with --ray: GPUs each worker reserves (> 0: the model goes on cuda)"),
 ) -> None:
     """Run every task x length x method and write predictions, metrics and config per configuration."""
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0: torch's default), got {threads}")
-    if threads:
+    from memalign.scaleout.options import ray_options as make_ray_options
+
+    ray_options = make_ray_options(ray, workers, worker_cpus, worker_gpus, threads)
+    if threads and ray_options is None:
         import torch
 
         torch.set_num_threads(threads)
@@ -139,6 +154,7 @@ def run_cmd(
         haystack=haystack,
         data_dir=data_dir,
         depths=_depths(depths),
+        ray=ray_options,
     )
     from memalign.bench.report import score_tables
     from memalign.cli.tables import print_tables

@@ -87,9 +87,23 @@ def eval_cmd(
         help="name this run's variant (e.g. other PAS settings): results are "
         "stored as MODE[LABEL] beside the default ones",
     ),
-    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
+    threads: int = typer.Option(
+        0, help="torch threads (0: torch's default; with --ray: per worker, 0 = --worker-cpus)"
+    ),
     dtype: str = typer.Option("auto"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option(
+        "cpu", help="where the model runs (with --ray: in each worker; cuda needs --worker-gpus)"
+    ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="answer the subjects on a Ray cluster: local (started here), auto (the one this machine joined) "
+        "or a cluster address; needs the ray extra (docs/scale-out.md)",
+    ),
+    workers: int = typer.Option(0, help="with --ray: model-holding workers (0: as many as the cluster fits)"),
+    worker_cpus: float = typer.Option(1.0, help="with --ray: CPUs each worker reserves"),
+    worker_gpus: float = typer.Option(0.0, help="with --ray: GPUs each worker reserves"),
 ) -> None:
     """Evaluate alignment modes on held-out IPIP-NEO items; one `{mode}_{model}_OOD.json` per mode.
 
@@ -105,6 +119,7 @@ def eval_cmd(
     from memalign.persona.evaluation.report import load_results, markdown_table
     from memalign.persona.evaluation.runner import PROMPTS_MODE, check_folder, check_label, mode_keys, model_config
     from memalign.persona.subjects import load_personality_prompts, read_answers_file
+    from memalign.scaleout.options import ray_options as make_ray_options
 
     names = parse_modes(modes)
     needs_model = any(MODES[m].needs_model for m in names)
@@ -113,7 +128,10 @@ def eval_cmd(
     if offset < 0 or (limit is not None and limit < 1):
         raise ConfigError("--offset must be >= 0 and --limit >= 1")
     check_label(label)
-    if threads:
+    ray_options = make_ray_options(ray, workers, worker_cpus, worker_gpus, threads)
+    if ray_options is not None and needs_model:
+        ray_options.check_device(device)
+    if threads and ray_options is None:
         torch.set_num_threads(threads)
     item_key_path = _from_data(item_key, data, "item_key", required=True)
     ipip = load_ipip_neo_300(item_key_path)
@@ -153,8 +171,9 @@ def eval_cmd(
         "run": {
             "offset": offset,
             "limit": limit,
-            "threads": torch.get_num_threads(),
+            "threads": ray_options.worker_threads if ray_options else torch.get_num_threads(),
             "device": device if needs_model else None,
+            **({"ray": ray_options.to_dict()} if ray_options else {}),
         },
     }
     model_name = model if needs_model else None
@@ -164,12 +183,15 @@ def eval_cmd(
         {
             "modes": mode_keys(names, label),
             **extra,
-            "model": model_config(model_name, dtype=resolve_dtype(dtype, device)) if needs_model else None,
+            # with --ray the dtype resolves on the workers' hardware: compared once they report it
+            "model": model_config(model_name, dtype=None if ray_options else resolve_dtype(dtype, device))
+            if needs_model
+            else None,
         },
         label,
     )
     model_obj = tokenizer = None
-    if needs_model:
+    if needs_model and ray_options is None:  # with --ray every worker loads its own
         from memalign.models.loading import load_model
 
         model_obj, tokenizer = load_model(model, dtype=dtype, device=device)
@@ -186,7 +208,19 @@ def eval_cmd(
         answering=answering,
         calibration_l2=calibration_l2,
     )
-    paths = run_eval(setup, names, chosen, out, model_name, extra, unparsed=unparsed, label=label)
+    paths = run_eval(
+        setup,
+        names,
+        chosen,
+        out,
+        model_name,
+        extra,
+        unparsed=unparsed,
+        label=label,
+        ray=ray_options,
+        dtype=dtype,
+        device=device,
+    )
     console.print(markdown_table(load_results(list(paths.values()))), highlight=False, soft_wrap=True)
     console.print(f"wrote {len(paths)} result files to {out}  ->  memalign persona report {out}", highlight=False)
 

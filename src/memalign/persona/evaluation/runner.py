@@ -28,9 +28,10 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -41,10 +42,12 @@ from memalign.persona.evaluation.records import subject_record, summarize
 from memalign.persona.instruments import Instrument, ItemSplit
 from memalign.persona.subjects import SubjectAnswers
 from memalign.progress import progress_bar, status
+from memalign.scaleout.ordered import in_order
 from memalign.text import model_slug
 
 if TYPE_CHECKING:
     from memalign.persona.evaluation import EvalSetup
+    from memalign.scaleout.options import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +155,18 @@ def _subjects_digest(population: Sequence[SubjectAnswers]) -> str:
 
 
 def run_config(
-    setup: EvalSetup, modes: Mapping[str, EvalMode], model: str | None, extra: Mapping[str, Any] | None = None
+    setup: EvalSetup,
+    modes: Mapping[str, EvalMode],
+    model: str | None,
+    extra: Mapping[str, Any] | None = None,
+    model_record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything that changes a score of this run (what ``config.json`` holds), plus ``extra``.
 
     ``extra`` carries what only the caller knows: the CLI adds ``files`` (path and sha256 of each data
     file, the subjects file's recoding) and ``run`` (offset, limit, threads, device: informational).
-    Parts no mode of this run uses are ``None`` (compatible with any value on resume).
+    Parts no mode of this run uses are ``None`` (compatible with any value on resume). ``model_record``
+    is :func:`model_config` of a model loaded elsewhere (a Ray worker's), when ``setup`` holds none.
     """
     llm = any(obj.needs_model for obj in modes.values())
     prompts_used = any(type(obj).name == PROMPTS_MODE for obj in modes.values())
@@ -194,7 +202,13 @@ def run_config(
         "format": CONFIG_FORMAT,
         "modes": list(modes),
         **extra,
-        "model": model_config(model, setup.model) if llm and setup.model is not None else None,
+        "model": (
+            dict(model_record)
+            if llm and model_record is not None
+            else model_config(model, setup.model)
+            if llm and setup.model is not None
+            else None
+        ),
         "data": data,
         "scoring": scoring,
         "run": run,
@@ -395,6 +409,84 @@ def _check_inputs(setup: EvalSetup, subjects: Sequence[SubjectAnswers], label: s
         seen.add(person.subject_id)
 
 
+def evaluate_subject(
+    setup: EvalSetup,
+    modes: Mapping[str, EvalMode],
+    person: SubjectAnswers,
+    pending: Sequence[str],
+    unparsed: str = "midpoint",
+    keep_predictions: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """The records of ``person`` for the modes named in ``pending`` (keys of ``modes``), as a mode's JSONL
+    stores them. A local run and a Ray worker both call this, so their records are the same."""
+    index = {p.subject_id: n for n, p in enumerate(setup.population)}.get(person.subject_id)
+    out: dict[str, dict[str, Any]] = {}
+    for name in pending:
+        prediction, seconds, cpu = timed_predict(modes[name], setup, person)
+        record = subject_record(
+            person, setup.split.test, setup.instrument, prediction.expected, prediction.argmax, unparsed
+        )
+        record.update(
+            {
+                "index": index,
+                "mode": name,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "option_mass": prediction.option_mass,
+                "info": prediction.info,
+            }
+        )
+        if keep_predictions:
+            record["predictions"] = {str(i): [prediction.expected[i], prediction.argmax[i]] for i in setup.split.test}
+        out[name] = record
+    return out
+
+
+# What answers the subjects of a run: ``(person, pending mode keys)`` tasks in, ``(task index, records)``
+# out in any order (each index once). A local run answers them in this process, a Ray run on workers.
+SubjectTask = tuple[SubjectAnswers, list[str]]
+
+
+class SubjectSource(Protocol):
+    def model_record(self) -> Mapping[str, Any] | None:
+        """:func:`model_config` of the model the records come from, when ``setup`` does not hold it."""
+        ...
+
+    def prepare(self) -> None:
+        """Build per-run state (fit the predictors): the last step that may refuse the run."""
+        ...
+
+    def results(self, tasks: Sequence[SubjectTask]) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]: ...
+
+    def status(self) -> str:
+        """A line for the progress bar (empty: nothing to add)."""
+        ...
+
+
+@dataclass
+class LocalSubjects:
+    """Subjects answered one after another in this process, with ``setup``'s model."""
+
+    setup: EvalSetup
+    modes: Mapping[str, EvalMode]
+    unparsed: str = "midpoint"
+    keep_predictions: bool = True
+
+    def model_record(self) -> Mapping[str, Any] | None:
+        return None
+
+    def prepare(self) -> None:
+        for obj in self.modes.values():
+            obj.prepare(self.setup)
+
+    def results(self, tasks: Sequence[SubjectTask]) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
+        for n, (person, pending) in enumerate(tasks):
+            yield n, evaluate_subject(self.setup, self.modes, person, pending, self.unparsed, self.keep_predictions)
+
+    def status(self) -> str:
+        return ""
+
+
 def run_eval(
     setup: EvalSetup,
     modes: Sequence[str],
@@ -405,6 +497,9 @@ def run_eval(
     unparsed: str = "midpoint",
     keep_predictions: bool = True,
     label: str | None = None,
+    ray: RayOptions | None = None,
+    dtype: str = "auto",
+    device: str = "cpu",
 ) -> dict[str, Path]:
     """Evaluate ``modes`` on ``subjects`` (held-out items of ``setup.split``), resuming what ``out`` holds.
 
@@ -412,15 +507,38 @@ def run_eval(
     names a variant (e.g. other PAS settings): results are stored as ``{mode}[{label}]``, so variants of
     one mode sit side by side in a report. A subject without answers on the test items is scored as
     nothing (excluded from the means, counted), never as a perfect 0.
+
+    With ``ray`` the subjects are answered by workers of a Ray cluster (:mod:`memalign.scaleout`), each
+    loading ``model`` once in ``dtype`` on ``device`` (``setup`` then holds no model); the records, written
+    here in subject order, are the same as a local run's.
     """
     _check_inputs(setup, subjects, label, unparsed)
-    out = Path(out)
     mode_objs = {key: get_mode(name) for key, name in zip(mode_keys(modes, label), modes, strict=True)}
-    stored = check_folder(out, run_config(setup, mode_objs, model, config), label)
+    if ray is None:
+        source = LocalSubjects(setup, mode_objs, unparsed, keep_predictions)
+        return _run(setup, mode_objs, subjects, Path(out), model, config, unparsed, label, source)
+    from memalign.scaleout.persona import ray_subjects
+
+    with ray_subjects(ray, setup, mode_objs, model, dtype, device, unparsed, keep_predictions) as source:
+        return _run(setup, mode_objs, subjects, Path(out), model, config, unparsed, label, source)
+
+
+def _run(
+    setup: EvalSetup,
+    mode_objs: Mapping[str, EvalMode],
+    subjects: Sequence[SubjectAnswers],
+    out: Path,
+    model: str | None,
+    config: dict[str, Any] | None,
+    unparsed: str,
+    label: str | None,
+    source: SubjectSource,
+) -> dict[str, Path]:
+    """Decide what is to do, get the records from ``source``, write them in subject order, summarise."""
+    stored = check_folder(out, run_config(setup, mode_objs, model, config, source.model_record()), label)
     record_files = {m: out / "records" / f"{m}.jsonl" for m in mode_objs}
     parsed = {m: _parse_records(path) for m, path in record_files.items()}
-    for obj in mode_objs.values():
-        obj.prepare(setup)
+    source.prepare()
     # everything that can refuse the run has run: from here on the folder is written
     (out / "records").mkdir(parents=True, exist_ok=True)
     _write_json(config_path(out, label), stored)
@@ -431,50 +549,33 @@ def run_eval(
     wanted = {p.subject_id for p in subjects}
     done = {m: {r["subject"] for r in recs} for m, recs in records.items()}
     todo = [p for p in subjects if any(p.subject_id not in done[m] for m in mode_objs)]
+    tasks = [(p, [m for m in mode_objs if p.subject_id not in done[m]]) for p in todo]
     meta = {
         "n_train_items": len(setup.split.train),
         "n_test_items": len(setup.split.test),
         "answering": setup.answering,
         "unparsed_policy": unparsed,
     }
-    index = {p.subject_id: n for n, p in enumerate(setup.population)}
     if len(todo) < len(subjects):
         logger.info("resuming: %d of %d subjects already done for every mode", len(subjects) - len(todo), len(subjects))
+    for person in todo:
+        if all(person.raw_answer(i) is None for i in setup.split.test):
+            logger.warning(
+                "subject %s has no answers on the %d test items: it is not scored (left out of the "
+                "means and counted as unscored)",
+                person.subject_id,
+                len(setup.split.test),
+            )
     last_write = time.monotonic()
-    with progress_bar(f"Evaluating {len(mode_objs)} modes", total=len(todo), unit="subjects") as advance:
-        for person in todo:
-            if all(person.raw_answer(i) is None for i in setup.split.test):
-                logger.warning(
-                    "subject %s has no answers on the %d test items: it is not scored (left out of the "
-                    "means and counted as unscored)",
-                    person.subject_id,
-                    len(setup.split.test),
-                )
-            for name, mode in mode_objs.items():
-                if person.subject_id in done[name]:
-                    continue
-                prediction, seconds, cpu = timed_predict(mode, setup, person)
-                record = subject_record(
-                    person, setup.split.test, setup.instrument, prediction.expected, prediction.argmax, unparsed
-                )
-                record.update(
-                    {
-                        "index": index.get(person.subject_id),
-                        "mode": name,
-                        "seconds": seconds,
-                        "cpu_seconds": cpu,
-                        "option_mass": prediction.option_mass,
-                        "info": prediction.info,
-                    }
-                )
-                if keep_predictions:
-                    record["predictions"] = {
-                        str(i): [prediction.expected[i], prediction.argmax[i]] for i in setup.split.test
-                    }
+    with progress_bar(
+        f"Evaluating {len(mode_objs)} modes", total=len(todo), unit="subjects", extra=source.status
+    ) as advance:
+        for finished in in_order(source.results(tasks)):
+            for name, record in finished.items():
                 with record_files[name].open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(_clean(record)) + "\n")
                 records[name].append(record)
-                done[name].add(person.subject_id)
+                done[name].add(record["subject"])
             if time.monotonic() - last_write > 30:  # summaries for a look during long runs; JSONL is the truth
                 for name in mode_objs:
                     write_summary(
