@@ -46,6 +46,27 @@ def read_data_file(path: str | Path, what: str) -> tuple[str, str]:
     return text, hashlib.sha256(data).hexdigest()
 
 
+def decode_utf8(data: bytes, where: str, hint: str, *, at: str = "", error: type[Exception] = DataError) -> str:
+    """``data`` as UTF-8 text; undecodable bytes are one ``error`` (a DataError unless told) saying
+    ``{where} is not UTF-8 text (byte N{at}); {hint}``, where ``at`` says what N counts in ("of the line")."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text (byte {exc.start}{at}); {hint}") from None
+
+
+def json_object(text: str, where: str, hint: str, expected: str = "a JSON object") -> dict[str, Any]:
+    """The JSON object in ``text``; invalid JSON (``hint`` says what to check) or a JSON value that is not
+    an object (``expected`` says what belongs there) is a DataError naming ``where``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc}); {hint}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected {expected}, got a JSON {type(value).__name__}")
+    return value
+
+
 def csv_rows(text: str, path: Path) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
     """The header and (where, {column: value}) per data row of a CSV; cut-off or ragged rows are errors.
 

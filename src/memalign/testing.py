@@ -52,18 +52,11 @@ def _cfg(cls: type[PretrainedConfig], **overrides: Any) -> Callable[[], Pretrain
 TINY_CONFIGS: Registry[Callable[[], PretrainedConfig]] = Registry("tiny model kind", hint="(use tiny:<kind>)")
 # head_dim 32 x 4 heads = 128 != hidden 64, as in real Qwen3 (16 x 128 != 1024).
 TINY_CONFIGS.add("qwen3", _cfg(Qwen3Config, head_dim=32))
-TINY_CONFIGS.add(
-    "qwen3_moe",
-    _cfg(
-        Qwen3MoeConfig,
-        head_dim=32,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        decoder_sparse_step=1,
-        mlp_only_layers=[],
-    ),
+# Qwen3-MoE: every layer sparse, 2 of 4 experts per token.
+_TINY_MOE = dict(
+    num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1, mlp_only_layers=[]
 )
+TINY_CONFIGS.add("qwen3_moe", _cfg(Qwen3MoeConfig, head_dim=32, **_TINY_MOE))
 TINY_CONFIGS.add(
     "llama",
     _cfg(

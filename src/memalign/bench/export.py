@@ -4,25 +4,20 @@ runs in its own environment with another transformers) answers the very same pro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from memalign.bench.prompts import encode
 from memalign.bench.records import Record, write_records
+from memalign.bench.runner import SweepSpec
 from memalign.bench.tasks.base import TaskContext, get_task
 
 
-def export_records(
-    tasks: list[str],
-    lengths: list[int],
-    model: str,
-    out: Path,
-    *,
-    samples: int = 5,
-    seed: int = 0,
-    haystack: Path | None = None,
-    data_dir: Path | None = None,
-    depths: tuple[float, ...] | None = None,
-) -> int:
-    """Records of every task x length, each with ``input_ids``, ``context_len`` and ``length`` added."""
+def export_records(tasks: list[str], lengths: list[int], model: str, out: Path, **options: Any) -> int:
+    """Records of every task x length, each with ``input_ids``, ``context_len`` and ``length`` added;
+    ``options`` are :class:`~memalign.bench.runner.SweepSpec`'s that make records (samples, seed, haystack,
+    data_dir, depths)."""
+    spec = SweepSpec(tasks, lengths, (), model, out, **options)  # an unknown option fails before the tokenizer loads
+    samples, seed = spec.samples, spec.seed
     from transformers import AutoTokenizer
 
     from memalign.models.loading import resolve_source
@@ -34,7 +29,7 @@ def export_records(
         tokenizer = tiny_tokenizer()
     else:
         tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in extra.items() if k == "gguf_file"})
-    ctx = TaskContext(tokenizer, haystack_dir=haystack, data_dir=data_dir, depths=depths)
+    ctx = TaskContext(tokenizer, haystack_dir=spec.haystack, data_dir=spec.data_dir, depths=spec.depths)
     records: list[Record] = []
     extras = []
     for task in tasks:

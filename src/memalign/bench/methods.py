@@ -23,6 +23,7 @@ from transformers import GenerationConfig, PreTrainedModel
 
 from memalign.errors import ConfigError
 from memalign.memory import EMConfig, EpisodicMemory
+from memalign.memory.validate import MAX_TOKENS, check_int
 from memalign.registry import Registry
 
 
@@ -44,10 +45,8 @@ class Budget:
 
     def __post_init__(self) -> None:
         for name in ("n_init", "n_local", "n_mem", "chunk_size"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"budget {name} must be >= 0, got {getattr(self, name)}")
-        if self.memory_distance is not None and self.memory_distance < 0:
-            raise ConfigError(f"memory_distance must be >= 0, got {self.memory_distance}")
+            check_int("Budget", name, getattr(self, name), 0, MAX_TOKENS)
+        check_int("Budget", "memory_distance", self.memory_distance, 0, MAX_TOKENS, optional=True)
         if self.chunk_size == 0:
             raise ConfigError("budget chunk_size must be > 0")
         if self.n_local < self.chunk_size:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memalign.datafiles import decode_utf8, json_object
 from memalign.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -111,19 +112,9 @@ def _read_bytes(path: Path) -> bytes:
 
 def _parse_line(path: Path, lineno: int, raw: bytes) -> dict[str, Any]:
     """One JSONL line as a dict; anything else is a :class:`DataError` naming file and line."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line); save the file as UTF-8 JSON lines"
-        ) from None
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); one JSON object per line expected") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{path}:{lineno}: a JSON {type(row).__name__}, expected one JSON object per line")
-    return row
+    where = f"{path}:{lineno}"
+    text = decode_utf8(raw, where, "save the file as UTF-8 JSON lines", at=" of the line")
+    return json_object(text, where, "one JSON object per line expected", "one JSON object per line")
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:

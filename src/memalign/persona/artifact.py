@@ -26,6 +26,7 @@ from safetensors.torch import save as dump_safetensors
 from torch import nn
 
 import memalign
+from memalign.datafiles import decode_utf8, json_object
 from memalign.errors import DataError, MemalignError
 from memalign.persona.capture import model_fingerprint
 from memalign.persona.steering import Steering
@@ -79,17 +80,11 @@ def save_steering(steering: Steering, directory: str | Path) -> Path:
 
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; it is not a steering written by memalign") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); is the file complete?") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object of steering metadata, got a JSON {type(meta).__name__}")
+    text = decode_utf8(data, str(path), "it is not a steering written by memalign")
+    meta = json_object(text, str(path), "is the file complete?", "a JSON object of steering metadata")
     if meta.get("format") != STEERING_FORMAT:
         raise DataError(f"{path}: unknown format {meta.get('format')!r} (expected {STEERING_FORMAT})")
     return meta

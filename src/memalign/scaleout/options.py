@@ -81,3 +81,40 @@ def ray_options(
             raise ConfigError("--workers, --worker-cpus and --worker-gpus only apply with --ray ADDRESS")
         return None
     return RayOptions(address, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, threads=threads)
+
+
+# The typer options of the ``--ray`` flags, shared by every command that can spread its work over Ray workers.
+
+
+def ray_address_option(what: str) -> Any:
+    """``--ray ADDRESS`` for a command whose workers answer ``what`` (``"items"``, ``"subjects"``)."""
+    import typer
+
+    return typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help=f"answer the {what} on a Ray cluster: local (started here), auto (the one this machine joined) "
+        "or a cluster address; needs the ray extra (docs/scale-out.md)",
+    )
+
+
+def workers_option() -> Any:
+    """``--workers``."""
+    import typer
+
+    return typer.Option(0, help="with --ray: model-holding workers (0: as many as the cluster fits)")
+
+
+def worker_cpus_option() -> Any:
+    """``--worker-cpus``."""
+    import typer
+
+    return typer.Option(1.0, help="with --ray: CPUs each worker reserves")
+
+
+def worker_gpus_option(note: str = "") -> Any:
+    """``--worker-gpus``; ``note`` ends its help (e.g. what a GPU changes for the command)."""
+    import typer
+
+    return typer.Option(0.0, help=f"with --ray: GPUs each worker reserves{note}")

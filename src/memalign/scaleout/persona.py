@@ -8,6 +8,7 @@ driver writes the records in subject order (:func:`~memalign.persona.evaluation.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,20 +27,12 @@ logger = logging.getLogger(__name__)
 
 
 def setup_arguments(setup: EvalSetup) -> dict[str, Any]:
-    """Everything of ``setup`` but the model: what a worker needs to build the same setup around its own."""
-    return {
-        "instrument": setup.instrument,
-        "split": setup.split,
-        "population": setup.population,
-        "rewordings": setup.rewordings,
-        "prompt_config": setup.prompt_config,
-        "fit_config": setup.fit_config,
-        "personality_prompts": setup.personality_prompts,
-        "answering": setup.answering,
-        "max_new_tokens": setup.max_new_tokens,
-        "calibration_l2": setup.calibration_l2,
-        "cache": setup.cache,
-    }
+    """Everything of ``setup`` but the model: what a worker needs to build the same setup around its own.
+
+    Every :class:`EvalSetup` argument is kept as the attribute of its name, so a new argument travels to
+    the workers without being listed here too."""
+    names = [name for name in inspect.signature(EvalSetup).parameters if name not in ("model", "tokenizer")]
+    return {name: getattr(setup, name) for name in names}
 
 
 class PersonaWorker(ModelWorker):

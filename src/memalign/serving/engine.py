@@ -31,10 +31,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memalign.chat_format import Message, chat_input_ids
-from memalign.errors import ConfigError, MemalignError, PermissionDeniedError, RequestError
+from memalign.errors import MemalignError, PermissionDeniedError, RequestError
 from memalign.memory.cache import EMCache
 from memalign.memory.config import EMConfig
 from memalign.memory.episodic import EpisodicMemory
+from memalign.memory.validate import MAX_TOKENS, check_int
 from memalign.models.logits import final_logit_softcap, soft_cap
 from memalign.persona.row_steering import RowSteering
 from memalign.persona.steering import Steering
@@ -52,15 +53,15 @@ ROLES = ("system", "user", "assistant")
 class EngineLimits:
     """Bounds on what one request may ask for; beyond them a request is refused with a message."""
 
-    max_batch: int = 16
+    max_batch: int = 16  # requests in flight at once (continuous batching)
+    # What one request may ask for:
     max_new_tokens: int = 4096
     max_prompt_tokens: int = 32768
     max_messages: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_new_tokens", "max_prompt_tokens", "max_messages"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"EngineLimits.{name} must be >= 1, got {getattr(self, name)}")
+            check_int("EngineLimits", name, getattr(self, name), 1, MAX_TOKENS)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -51,10 +52,21 @@ class Task(ABC):
     name: str
     description: str
     synthetic: bool = True
+    metric: str  # what :meth:`record` scores its records by
+    max_new_tokens: int  # and how many tokens it lets them generate
 
     @abstractmethod
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
         """``n`` records whose prompts (plus generation budget) fit ``length`` tokens."""
+
+    def record(self, length: int, i: int, prompt: tuple[str, str, str], answer: list[Any], /, **meta: Any) -> Record:
+        """Sample ``i``'s record at ``length``, scored by :attr:`metric`: ``prompt`` is its context, question
+        and answer prefix; ``meta`` its task facts, in the order given."""
+        context, question, answer_prefix = prompt
+        task, metric, max_new_tokens = self.name, self.metric, self.max_new_tokens
+        return Record(
+            context, question, answer_prefix, answer, max_new_tokens, task, metric, f"{task}-{length}-{i}", meta=meta
+        )
 
 
 TASKS: Registry[Task] = Registry("task", hint="(`memalign bench tasks` lists them)")

@@ -83,14 +83,12 @@ add_task(
 class IBKVRetrieval(Task):
     name = "ib_kv_retrieval"
     description = "InfiniteBench Retrieve.KV: JSON of UUID->UUID pairs; gold value must be a word of the answer"
+    metric = "kv_retrieval"
+    max_new_tokens = 100
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        return fit_each(
-            ctx,
-            length,
-            (self._sample(length, seed, i, depth) for i, depth in enumerate(spread_depths(ctx, n))),
-            "pairs",
-        )
+        builders = (self._sample(length, seed, i, depth) for i, depth in enumerate(spread_depths(ctx, n)))
+        return fit_each(ctx, length, builders, "pairs")
 
     def _sample(self, length: int, seed: int, i: int, depth: float) -> Builder:
         rng = sample_rng(seed, self.name, i)
@@ -108,20 +106,12 @@ class IBKVRetrieval(Task):
             items = pairs[1 : k + 1]
             items.insert(int(round(depth * k)), (gold_key, gold_value))
             data = "JSON data:\n" + json.dumps(dict(items), ensure_ascii=False)
-            return Record(
-                context=(
-                    "Extract the value corresponding to the specified key "
-                    f'"{gold_key}" in the JSON object below.\n\n{data}\n\n'
-                ),
-                question=f'Key: "{gold_key}"\nThe value associated with the specified key is: ',
-                answer_prefix="",
-                answer=[gold_value],
-                max_new_tokens=100,
-                task=self.name,
-                metric="kv_retrieval",
-                id=f"{self.name}-{length}-{i}",
-                meta={"depth": depth, "length": length},
+            context = (
+                "Extract the value corresponding to the specified key "
+                f'"{gold_key}" in the JSON object below.\n\n{data}\n\n'
             )
+            question = f'Key: "{gold_key}"\nThe value associated with the specified key is: '
+            return self.record(length, i, (context, question, ""), [gold_value], depth=depth, length=length)
 
         return build
 

@@ -25,6 +25,8 @@ DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 class NeedleInAHaystack(Task):
     name = "niah"
     description = "gkamradt needle (San Francisco sandwich) in essays from --haystack; depth grid; word recall"
+    metric = "rouge1_recall"
+    max_new_tokens = 32
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
         sentences = essay_sentences(ctx.require_haystack(self.name))
@@ -40,16 +42,7 @@ class NeedleInAHaystack(Task):
             hay = [sentences[(start + j) % len(sentences)] for j in range(k)]
             at = int(round(depth * k))
             text = " ".join(hay[:at] + [NEEDLE] + hay[at:])
-            return Record(
-                context=f"<document>\n{text}\n</document>\n\n",
-                question=QUESTION,
-                answer_prefix="The best thing to do in San Francisco is",
-                answer=[ANSWER],
-                max_new_tokens=32,
-                task=self.name,
-                metric="rouge1_recall",
-                id=f"{self.name}-{length}-{i}",
-                meta={"depth": depth, "length": length},
-            )
+            prompt = f"<document>\n{text}\n</document>\n\n", QUESTION, "The best thing to do in San Francisco is"
+            return self.record(length, i, prompt, [ANSWER], depth=depth, length=length)
 
         return build

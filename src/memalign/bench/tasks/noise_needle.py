@@ -21,6 +21,7 @@ class NeedleInNoise(Task):
 
     thing: str
     answer_prefix: str = ""
+    metric = "first_int_match"
     max_new_tokens: int
 
     @abstractmethod
@@ -35,12 +36,8 @@ class NeedleInNoise(Task):
         return f"The {self.thing} is {key}. Remember it. {key} is the {self.thing}."
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
-        return fit_each(
-            ctx,
-            length,
-            (self._sample(length, seed, i, depth) for i, depth in enumerate(spread_depths(ctx, n))),
-            "noise",
-        )
+        builders = (self._sample(length, seed, i, depth) for i, depth in enumerate(spread_depths(ctx, n)))
+        return fit_each(ctx, length, builders, "noise")
 
     def _sample(self, length: int, seed: int, i: int, depth: float) -> Builder:
         key = self.make_key(sample_rng(seed, self.name, i))
@@ -48,16 +45,7 @@ class NeedleInNoise(Task):
 
         def build(k: int) -> Record:
             before = int(round(k * depth))
-            return Record(
-                context=self.layout(needle, before, k - before),
-                question=f"What is the {self.thing}?",
-                answer_prefix=self.answer_prefix,
-                answer=[key],
-                max_new_tokens=self.max_new_tokens,
-                task=self.name,
-                metric="first_int_match",
-                id=f"{self.name}-{length}-{i}",
-                meta={"depth": depth, "length": length},
-            )
+            prompt = self.layout(needle, before, k - before), f"What is the {self.thing}?", self.answer_prefix
+            return self.record(length, i, prompt, [key], depth=depth, length=length)
 
         return build

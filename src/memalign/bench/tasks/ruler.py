@@ -225,6 +225,8 @@ def _vt_text(chain: list[str], positions: list[float], num_noise: int) -> str:
 class VariableTracking(SampledTask):
     name = "vt"
     description = "RULER variable tracking: 1 chain x 4 hops in noise; name all 5 variables"
+    metric = "string_match_all"
+    max_new_tokens = 30
     filler = "noise"
     num_hops = 4
 
@@ -246,16 +248,13 @@ class VariableTracking(SampledTask):
         positions = [rng.random() for _ in chain]
 
         def build(k: int) -> Record:
-            return Record(
-                context=example + VT_CONTEXT.format(context=_vt_text(chain, positions, k)),
-                question=VT_QUESTION.format(query=value),
-                answer_prefix=VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
-                answer=list(names),
-                max_new_tokens=30,
-                task=self.name,
-                metric="string_match_all",
-                id=f"{self.name}-{length}-{i}",
-                meta={"length": length, "hop_depths": [round(p, 4) for p in positions]},
+            prompt = (
+                example + VT_CONTEXT.format(context=_vt_text(chain, positions, k)),
+                VT_QUESTION.format(query=value),
+                VT_PREFIX.format(num_v=self.num_hops + 1, query=value).rstrip(),
+            )
+            return self.record(
+                length, i, prompt, list(names), length=length, hop_depths=[round(p, 4) for p in positions]
             )
 
         return build
@@ -290,6 +289,8 @@ def _cwe_frequencies(length: int) -> tuple[tuple[int, int, int], tuple[int, int]
 class CommonWordsExtraction(Task):
     name = "cwe"
     description = "RULER common words: 10 words x30 among words x3 (x6/x1 under 4k); list the 10"
+    metric = "string_match_all"
+    max_new_tokens = 120
     num_cw = 10
 
     def records(self, ctx: TaskContext, length: int, n: int, seed: int) -> list[Record]:
@@ -326,17 +327,8 @@ class CommonWordsExtraction(Task):
             text, answer = _cwe_list(
                 words, num, freq[0], freq[1], self.num_cw, random.Random(f"{seed}/{self.name}/{i}/{num}")
             )
-            return Record(
-                context=example + CWE_CONTEXT.format(context=text),
-                question=CWE_QUESTION,
-                answer_prefix=CWE_PREFIX,
-                answer=answer,
-                max_new_tokens=120,
-                task=self.name,
-                metric="string_match_all",
-                id=f"{self.name}-{length}-{i}",
-                meta={"length": length, "num_words": num},
-            )
+            prompt = example + CWE_CONTEXT.format(context=text), CWE_QUESTION, CWE_PREFIX
+            return self.record(length, i, prompt, answer, length=length, num_words=num)
 
         return build
 
@@ -365,6 +357,8 @@ def _zeta(alpha: float, terms: int = 10000) -> float:
 class FrequentWordsExtraction(SampledTask):
     name = "fwe"
     description = "RULER frequent words: Zipf(2) coded words, '...' ranked first as noise; name the next 3"
+    metric = "string_match_all"
+    max_new_tokens = 50
     filler = "words"
     alpha = 2.0
     word_len = 6
@@ -384,16 +378,7 @@ class FrequentWordsExtraction(SampledTask):
             num_words = max(1, k) * 10
             words = [w for rank, w in enumerate(ranked, 1) for _ in range(int(num_words * rank**-self.alpha / zeta))]
             random.Random(f"{seed}/{self.name}/{i}/{k}").shuffle(words)
-            return Record(
-                context=FWE_CONTEXT.format(context=" ".join(words)),
-                question=FWE_QUESTION,
-                answer_prefix=FWE_PREFIX,
-                answer=ranked[1:4],
-                max_new_tokens=50,
-                task=self.name,
-                metric="string_match_all",
-                id=f"{self.name}-{length}-{i}",
-                meta={"length": length, "num_words": num_words},
-            )
+            prompt = FWE_CONTEXT.format(context=" ".join(words)), FWE_QUESTION, FWE_PREFIX
+            return self.record(length, i, prompt, ranked[1:4], length=length, num_words=num_words)
 
         return build
