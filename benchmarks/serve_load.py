@@ -38,10 +38,7 @@ import os
 import pstats
 import random
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +47,8 @@ from typing import Any
 
 import httpx
 import openai
+
+from memalign.serving.process import ServerProcess
 
 SERVED = "bench"
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "haystack" / "paul_graham"
@@ -65,69 +64,15 @@ FACTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """One server subprocess on a free loopback port, its log in ``log_dir``."""
+class Server(ServerProcess):
+    """One server subprocess on a free loopback port, its log in ``log_dir``; a real model may take minutes."""
 
     def __init__(self, command: list[str], threads: int, log_dir: Path, name: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{name}-{self.port}.log"
-        env = {
-            **os.environ,
-            "MEMALIGN_PROGRESS": "0",
-            "OMP_NUM_THREADS": str(threads),
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        self.started = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [part.replace("{port}", str(self.port)) for part in command],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited while starting; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    self.start_s = time.perf_counter() - self.started
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise SystemExit(f"the server did not start in 15 minutes; see {self.log_path}")
+        log = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        super().__init__(command, log, threads=threads, start_timeout_s=900)
 
-    def client(self, timeout: float = 1800) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="none", max_retries=0, timeout=timeout)
-
-    def cpu_s(self) -> float | None:
-        """User + system CPU seconds the server process used so far (Linux), every thread included."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def client(self, api_key: str = "none", timeout: float = 1800) -> openai.OpenAI:
+        return super().client(api_key, timeout)
 
 
 def memalign_server(args: argparse.Namespace, state: Path, log_dir: Path) -> Server:

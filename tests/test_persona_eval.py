@@ -7,11 +7,12 @@ import math
 
 import pytest
 import torch
+from test_persona_fit import ITEMS, SHORT  # the same 20-item instrument and short template
 from typer.testing import CliRunner
 
 from memalign.cli import app
 from memalign.errors import ConfigError
-from memalign.persona import FitConfig, Instrument, Item, ItemSplit, PromptConfig, SubjectAnswers
+from memalign.persona import FitConfig, ItemSplit, PromptConfig, SubjectAnswers
 from memalign.persona.evaluation import (
     MODES,
     EvalSetup,
@@ -31,35 +32,6 @@ from memalign.testing import tiny_model, tiny_tokenizer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-SHORT = PromptConfig(
-    question_template="You {statement}.\n{options}\n", option_line="({letter}) {label}", system_prompt="Answer."
-)
-TEXTS = [
-    "worry about things",
-    "make friends easily",
-    "have a vivid imagination",
-    "trust others",
-    "complete tasks",
-    "get angry easily",
-    "love large parties",
-    "believe in art",
-    "cheat to get ahead",
-    "like order",
-    "panic easily",
-    "avoid crowds",
-    "dislike change",
-    "help others",
-    "waste time",
-    "feel blue",
-    "talk a lot",
-    "read poems",
-    "insult people",
-    "work hard",
-]
-ITEMS = Instrument(
-    "tiny-20",
-    tuple(Item(i + 1, t, "NEOAC"[i % 5], "NEOAC"[i % 5] + "1", 1 if i % 3 else -1) for i, t in enumerate(TEXTS)),
-)
 SPLIT = ItemSplit(ITEMS.ids[:14], ITEMS.ids[14:])
 FAST = FitConfig(k=3, k_grid=(), alpha_grid=(-2.0, 0.0, 2.0, 8.0), cv_folds=3, probe_folds=2)
 

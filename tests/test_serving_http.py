@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +13,7 @@ from test_serving_steering import random_steering
 
 from memalign.memory.snapshot import read_manifest
 from memalign.persona.artifact import save_steering
+from memalign.serving.process import ServerProcess
 from memalign.testing import tiny_model
 
 openai = pytest.importorskip("openai")
@@ -26,14 +22,8 @@ MEMORY_YAML = "n_init: 4\nn_local: 48\nn_mem: 32\nchunk_size: 16\nmin_block_size
 KEYS = {"alice-key": ["ann"], "root-key": ["*"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A `memalign serve` subprocess on a free loopback port, with the memory config and personas under ``root``.
+class Server(ServerProcess):
+    """A `memalign serve` subprocess with the memory config and personas under ``root``.
 
     ``threads`` is the server's ``--threads`` (and OMP threads): one for tiny models (a second thread only
     waits on a busy machine), more for a real model."""
@@ -47,67 +37,14 @@ class Server:
         threads: int = 1,
         start_timeout_s: float = 90.0,
     ) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "MEMALIGN_PROGRESS": "0",
-            "OMP_NUM_THREADS": str(threads),
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "memalign",
-            "serve",
-            "--model",
-            model,
-            "--served-name",
-            served,
-            "--dtype",
-            "fp32",
-            "--memory",
-            str(root / "memory.yaml"),
-            "--personas",
-            str(root / "personas"),
-            "--port",
-            str(self.port),
-            "--max-tokens-limit",
-            "600",
-            "--threads",
-            str(threads),
-            *extra,
-        ]
-        self.log = open(root / f"server-{self.port}.log", "wb")  # noqa: SIM115 -- closed in stop()
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {(root / f'server-{self.port}.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not start in {start_timeout_s:.0f} s")
+        command = [sys.executable, "-m", "memalign", "serve", "--model", model, "--served-name", served]
+        command += ["--dtype", "fp32", "--memory", str(root / "memory.yaml"), "--personas", str(root / "personas")]
+        command += ["--port", "{port}", "--max-tokens-limit", "600", "--threads", str(threads), *extra]
+        log = root / f"server-{len(list(root.glob('server-*.log')))}.log"
+        super().__init__(command, log, threads=threads, start_timeout_s=start_timeout_s)
 
     def client(self, key: str = "root-key") -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        return super().client(api_key=key)
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,10 @@ class ModelFileError(ModelNotFoundError):
     """A model file exists but cannot be used: empty, truncated, or not the format its name says."""
 
 
+class ServerStartError(MemalignError, RuntimeError):
+    """A server subprocess (``memalign.serving.process``) exited, or did not answer ``/health``, while starting."""
+
+
 # -- scale-out (--ray: bench runs and persona evaluations on a Ray cluster) --------------------------------
 
 
